@@ -1,0 +1,23 @@
+"""mer_pipeline: multimodal (face + voice) emotion recognition, scikit-learn style."""
+from ._version import __version__
+from .corpus import CorpusScan, discover, parse_filename, read_manifest
+from .exceptions import (
+    CorruptMediaError,
+    EmptyMediaError,
+    FeatureTableError,
+    MediaError,
+    MediaNotFoundError,
+    MerError,
+    NoAudioStreamError,
+    NoVideoStreamError,
+    ParameterError,
+    SilentAudioError,
+)
+
+__all__ = [
+    "__version__",
+    "CorpusScan", "discover", "parse_filename", "read_manifest",
+    "MerError", "ParameterError", "MediaError", "MediaNotFoundError", "EmptyMediaError",
+    "CorruptMediaError", "NoAudioStreamError", "NoVideoStreamError", "SilentAudioError",
+    "FeatureTableError",
+]

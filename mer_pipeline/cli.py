@@ -1,0 +1,244 @@
+"""The ``mer`` command line: a thin shell over the library.
+
+Each subcommand calls the same public functions the Python API exposes.
+Library errors become one-line messages with exit code 1, no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import config
+from ._version import __version__
+from .exceptions import MerError
+
+EPILOG_MANIFEST = """examples:
+  mer manifest ../shared/data/ravdess_speech
+  mer manifest data/RAVDESS data/CREMA-D --out manifest.csv
+  mer manifest my_listing.csv        # CSV with path,label[,subject]
+"""
+EPILOG_EXTRACT = """examples:
+  mer extract ../shared/data/samples/ravdess_av_reencoded --out extracted/
+  mer extract data/RAVDESS --out extracted/ --fps 3 --sr 16000 --n-jobs 2
+  mer extract data/RAVDESS --out extracted/ --backend dask --scheduler tcp://10.0.0.5:8786
+"""
+EPILOG_FEATURES = """examples:
+  mer features ../shared/data/ravdess_speech --out features/
+  mer features data/RAVDESS --out features/ --modalities audio --audio-set seed45
+"""
+EPILOG_EVALUATE = """examples:
+  mer evaluate --features features/ --cv actor --folds 5 --report reports/
+  mer evaluate --features features/ --cv actor --model svc --no-speaker-norm
+"""
+
+
+def _existing_path(text: str) -> Path:
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"no such file or folder: {text}")
+    return path
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("running over clips")
+    g.add_argument("--n-jobs", type=int, default=config.N_JOBS,
+                   help="parallel workers (-1: all cores; default %(default)s)")
+    g.add_argument("--backend", choices=["loky", "threading", "dask"], default="loky",
+                   help="joblib backend (default %(default)s); dask needs --scheduler")
+    g.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786")
+    g.add_argument("--cache-dir", type=Path,
+                   help=f"per-clip cache (default: OUT/.cache, or ${config.CACHE_ENV})")
+    g.add_argument("--retry-failed", action="store_true",
+                   help="recompute clips whose earlier attempt failed")
+    g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _run_kwargs(args) -> dict:
+    return {"n_jobs": args.n_jobs, "backend": args.backend, "scheduler": args.scheduler,
+            "cache_dir": args.cache_dir, "progress": not args.no_progress,
+            "retry_failed": args.retry_failed}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``mer`` argument parser (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(
+        prog="mer", description="Multimodal emotion recognition from face and voice.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"mer_pipeline {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("manifest", help="list the clips of one or more corpora",
+                       description="Walk folders (or read CSV listings) and summarise the "
+                                   "clips: count, actors, emotions, unparsed files.",
+                       epilog=EPILOG_MANIFEST, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data", nargs="+", type=_existing_path, metavar="DATA",
+                   help="folder, media file or CSV listing")
+    p.add_argument("--out", type=Path, help="write the manifest CSV here")
+    p.add_argument("--unparsed-out", type=Path, help="write the unparsed files (path, reason) here")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_manifest)
+
+    p = sub.add_parser("extract", help="stage 1: WAV (16 kHz mono) and frames (3 fps) per clip",
+                       description="Decode each clip once: its audio to DIR/audio/<clip_id>.wav "
+                                   "and its sampled frames to DIR/frames/<clip_id>.npy. Bad clips "
+                                   "go to DIR/failures.csv; a re-run only does new work.",
+                       epilog=EPILOG_EXTRACT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data", nargs="+", type=_existing_path, metavar="DATA")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR")
+    p.add_argument("--sr", type=_positive_int, default=config.SAMPLE_RATE,
+                   help="audio sample rate in Hz (default %(default)s)")
+    p.add_argument("--fps", type=_positive_float, default=config.FRAME_RATE,
+                   help="frames sampled per second (default %(default)s)")
+    p.add_argument("--max-side", type=_positive_int,
+                   help="downscale frames so the longer side is at most this")
+    p.add_argument("--no-frames", action="store_true", help="write audio only")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("features", help="stage 2: per-clip feature table(s) under DIR",
+                       description="Extract features per clip and write DIR/audio_features.csv "
+                                   "(columns clip_id, metadata, audio__*), with failures in "
+                                   "DIR/failures.csv.",
+                       epilog=EPILOG_FEATURES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data", nargs="+", type=_existing_path, metavar="DATA")
+    p.add_argument("--out", type=Path, default=Path(config.FEATURES_DIR), metavar="DIR",
+                   help="output folder (default %(default)s)")
+    p.add_argument("--modalities", default="audio",
+                   help="comma-separated modalities to extract (default %(default)s)")
+    p.add_argument("--audio-set", default=None,
+                   help="acoustic feature set (default: the package default; "
+                        "see `mer features --list-sets`)")
+    p.add_argument("--list-sets", action="store_true", help=argparse.SUPPRESS)
+    _add_run_options(p)
+    p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("evaluate", help="actor-independent cross-validation report",
+                       description="Grouped K-fold CV (no actor in both train and test) with "
+                                   "every fitted step inside the folds, beside the optimistic "
+                                   "random-split figure. Writes metrics.json, a per-class report, "
+                                   "a confusion matrix and ROC curves (PNG) to --report.",
+                       epilog=EPILOG_EVALUATE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--features", type=_existing_path, default=Path(config.FEATURES_DIR),
+                   metavar="DIR_OR_CSV", help="feature folder or CSV (default %(default)s)")
+    p.add_argument("--cv", choices=["actor", "subject", "random"], default="actor",
+                   help="actor/subject: grouped folds (honest); random: stratified clip "
+                        "split (optimistic, for comparison only)")
+    p.add_argument("--folds", type=_positive_int, default=5)
+    p.add_argument("--report", type=Path, default=Path("reports"), metavar="OUT")
+    p.add_argument("--model", choices=["stacking", "svc", "logreg"], default="stacking",
+                   help="classifier (default %(default)s)")
+    p.add_argument("--no-speaker-norm", action="store_true",
+                   help="skip per-speaker standardisation")
+    p.add_argument("--no-random", action="store_true",
+                   help="skip the optimistic random-split comparison")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-jobs", type=int, default=config.N_JOBS)
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def cmd_manifest(args) -> int:
+    from .corpus import discover
+
+    scan = discover(args.data)
+    if args.json:
+        print(json.dumps(scan.summary(), indent=2))
+    else:
+        print(scan.format_summary())
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        scan.clips.to_csv(args.out)
+        print(f"manifest written to {args.out}")
+    if args.unparsed_out:
+        scan.unparsed.to_csv(args.unparsed_out, index=False)
+    return 0
+
+
+def cmd_extract(args) -> int:
+    from .corpus import discover
+    from .media import extract_media
+
+    scan = discover(args.data)
+    print(scan.format_summary())
+    kw = _run_kwargs(args)
+    table, run = extract_media(scan, args.out, sr=args.sr, fps=args.fps,
+                               max_side=args.max_side, frames=not args.no_frames, **kw)
+    _report_run(run, args.out, len(scan.clips))
+    print(f"extracted: {len(table)} clips ({int((table['wav_path'] != '').sum())} WAV, "
+          f"{int((table['frames_path'] != '').sum())} frame arrays) -> {args.out}")
+    return 0
+
+
+def _report_run(run, out_dir, total) -> None:
+    print(f"computed {run.n_computed}, from cache {run.n_cached}, of {total} clips")
+    if len(run.failures):
+        print(f"{len(run.failures)} failure(s) recorded in {Path(out_dir) / 'failures.csv'}:")
+        for row in run.failures.head(10).itertuples():
+            print(f"  {row.clip_id} [{row.stage}]: {row.error}")
+
+
+def cmd_features(args) -> int:
+    from .audio import available_sets, DEFAULT_SET
+    from .corpus import discover
+    from .features import extract_features
+
+    if args.list_sets:
+        for name, doc in available_sets().items():
+            print(f"{name}{' (default)' if name == DEFAULT_SET else ''}: {doc}")
+        return 0
+    scan = discover(args.data)
+    print(scan.format_summary())
+    modalities = [m.strip() for m in args.modalities.split(",") if m.strip()]
+    written, run = extract_features(scan, args.out, modalities=modalities,
+                                    audio_set=args.audio_set, **_run_kwargs(args))
+    _report_run(run, args.out, len(scan.clips))
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluation import evaluate_features
+
+    result = evaluate_features(args.features, cv=args.cv, folds=args.folds,
+                               report_dir=args.report, model=args.model,
+                               speaker_norm=not args.no_speaker_norm,
+                               random_comparison=not args.no_random, seed=args.seed,
+                               n_jobs=args.n_jobs)
+    print(result.format())
+    print(f"report written to {args.report}")
+    return 0
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``mer`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MerError as exc:
+        print(f"mer: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # pragma: no cover
+        print("mer: interrupted (finished clips are cached)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""Documented defaults: the one source of truth for the pipeline's settings.
+
+The CLI, the Makefile and the Python API all read their defaults from here.
+Every value can be overridden per call; the environment variables below
+override the locations only.
+
+Attributes
+----------
+EMOTIONS : tuple of str
+    The canonical label set (RAVDESS order). Labels of other corpora are
+    mapped onto it by :data:`LABEL_SYNONYMS`; a label outside it (CK+'s
+    ``contempt``) is kept as its own class.
+SAMPLE_RATE : int
+    Rate (Hz) audio is decoded to: 16 kHz mono.
+FRAME_RATE : float
+    Rate (frames per second) video is sampled at: 3 fps.
+N_JOBS : int
+    Default worker count for per-clip work (``-1``: all cores).
+CACHE_ENV : str
+    Environment variable naming the per-clip cache folder
+    (default: ``<output folder>/.cache``).
+"""
+from __future__ import annotations
+
+EMOTIONS: tuple[str, ...] = (
+    "neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised",
+)
+
+#: Synonyms (lower case) mapped to the canonical set.
+LABEL_SYNONYMS: dict[str, str] = {
+    "neutral": "neutral", "neu": "neutral", "ne": "neutral", "n": "neutral",
+    "calm": "calm",
+    "happy": "happy", "happiness": "happy", "hap": "happy", "ha": "happy", "h": "happy",
+    "joy": "happy",
+    "sad": "sad", "sadness": "sad", "sa": "sad",
+    "angry": "angry", "anger": "angry", "ang": "angry", "an": "angry", "a": "angry",
+    "fearful": "fearful", "fear": "fearful", "fea": "fearful", "fe": "fearful", "f": "fearful",
+    "disgust": "disgust", "disgusted": "disgust", "dis": "disgust", "di": "disgust",
+    "d": "disgust",
+    "surprised": "surprised", "surprise": "surprised", "su": "surprised",
+    "ps": "surprised", "pleasant_surprise": "surprised", "pleasant surprise": "surprised",
+}
+
+SAMPLE_RATE: int = 16_000
+FRAME_RATE: float = 3.0
+N_JOBS: int = -1
+
+CACHE_ENV: str = "MER_CACHE_DIR"
+FEATURES_DIR: str = "features"
+ARTIFACTS_DIR: str = "artifacts"
+
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus"})
+VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".flv", ".m4v", ".mpg"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif"})
+MEDIA_EXTENSIONS = AUDIO_EXTENSIONS | VIDEO_EXTENSIONS | IMAGE_EXTENSIONS
+
+
+def canonical_label(label: str) -> str:
+    """Map a corpus label to the canonical set.
+
+    Parameters
+    ----------
+    label : str
+        A label as a corpus writes it (``"Fear"``, ``"sadness"``, ``"ps"``).
+
+    Returns
+    -------
+    str
+        The canonical label, or the lower-cased label itself when it has no
+        synonym (it is then kept as a class of its own).
+
+    Examples
+    --------
+    >>> canonical_label("Surprise")
+    'surprised'
+    >>> canonical_label("contempt")
+    'contempt'
+    """
+    key = str(label).strip().lower()
+    return LABEL_SYNONYMS.get(key, key)

@@ -1,0 +1,505 @@
+"""Corpus discovery: walk folders (or read CSV listings) into a clip manifest.
+
+A *manifest* is a :class:`pandas.DataFrame` with one row per clip, indexed
+by a stable ``clip_id``. Its columns:
+
+``corpus``
+    Corpus name (``ravdess``, ``cremad``, ``savee``, ``tess``, ``ckplus``,
+    ``jaffe``, or the folder / CSV name of a generic labelled collection).
+``actor``
+    Actor / speaker / subject id inside the corpus (string), empty if unknown.
+``group``
+    ``corpus:actor``, the key for actor-independent splits (empty if unknown).
+``gender``
+    ``male``, ``female`` or empty where the corpus does not say.
+``emotion``
+    Canonical label (:data:`mer_pipeline.config.EMOTIONS`); labels outside the
+    set are kept as their own class.
+``audio_path``, ``video_path``
+    Absolute paths of the media that carry each modality (empty if none).
+    A still image is a one-frame video.
+``media``
+    ``audio``, ``video``, ``audio+video`` or ``image``.
+``split``
+    The corpus' own split where its layout has one (FER2013 ``train``/``test``).
+
+followed by the corpus' own fields (RAVDESS ``vocal_channel``,
+``intensity``, ``statement``, ``repetition``; CREMA-D ``sentence``; ...).
+
+Files whose names cannot be parsed are returned beside the manifest with a
+reason; they are never dropped silently and never stop the scan.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pandas as pd
+
+from .config import (
+    AUDIO_EXTENSIONS,
+    EMOTIONS,
+    IMAGE_EXTENSIONS,
+    LABEL_SYNONYMS,
+    MEDIA_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    canonical_label,
+)
+from .exceptions import ParameterError
+
+__all__ = ["CorpusScan", "discover", "parse_filename", "read_manifest", "MANIFEST_COLUMNS"]
+
+MANIFEST_COLUMNS = [
+    "corpus", "actor", "group", "gender", "emotion",
+    "audio_path", "video_path", "media", "split",
+]
+UNPARSED_COLUMNS = ["path", "reason"]
+
+RAVDESS_EMOTIONS = {i + 1: e for i, e in enumerate(EMOTIONS)}
+_RAVDESS = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})$")
+_CREMAD = re.compile(r"^(\d{4})[_-]([A-Z]{3})[_-]([A-Z]{3})[_-]([A-Z]{2})$")
+_CREMAD_EMOTIONS = {"ANG": "angry", "DIS": "disgust", "FEA": "fearful", "HAP": "happy",
+                    "NEU": "neutral", "SAD": "sad"}
+_TESS = re.compile(r"^(OAF|YAF)[_-](.+)[_-]([A-Za-z]+)$", re.IGNORECASE)
+_SAVEE = re.compile(r"^(?:([A-Z]{2})[_-])?(sa|su|a|d|f|h|n)(\d{2})$")
+_SAVEE_EMOTIONS = {"a": "angry", "d": "disgust", "f": "fearful", "h": "happy",
+                   "n": "neutral", "sa": "sad", "su": "surprised"}
+_JAFFE = re.compile(r"^([A-Z]{2})\.(AN|DI|FE|HA|NE|SA|SU)(\d+)\.(\d+)$")
+_JAFFE_EMOTIONS = {"AN": "angry", "DI": "disgust", "FE": "fearful", "HA": "happy",
+                   "NE": "neutral", "SA": "sad", "SU": "surprised"}
+_CKPLUS = re.compile(r"^(S\d{3})_(\d{3})_(\d{8})$")
+_SPLITS = {"train", "training", "test", "testing", "val", "valid", "validation",
+           "publictest", "privatetest", "dev"}
+
+
+class _Unparsed(Exception):
+    """A file name that no parser accepts (carries the reason)."""
+
+
+def _media_kind(path: Path) -> str:
+    ext = path.suffix.lower()
+    if ext in AUDIO_EXTENSIONS:
+        return "audio"
+    if ext in VIDEO_EXTENSIONS:
+        return "video"
+    if ext in IMAGE_EXTENSIONS:
+        return "image"
+    raise _Unparsed(f"not a media file extension ({ext or 'none'})")
+
+
+def _record(corpus, key, actor, gender, emotion, path, kind, **extra):
+    """One parsed file: ``key`` identifies the clip inside its corpus."""
+    rec = {
+        "clip_id": f"{corpus}_{key}",
+        "corpus": corpus,
+        "actor": actor or "",
+        "gender": gender or "",
+        "emotion": emotion,
+        "kind": kind,
+        "path": str(path),
+    }
+    rec.update(extra)
+    return rec
+
+
+def _parse_ravdess(stem: str, path: Path, kind: str):
+    m = _RAVDESS.match(stem)
+    if not m:
+        return None
+    mm, vc, ee, ii, ss, rr, aa = (int(g) for g in m.groups())
+    checks = [("modality", mm, 1, 3), ("vocal channel", vc, 1, 2), ("emotion", ee, 1, 8),
+              ("intensity", ii, 1, 2), ("statement", ss, 1, 2), ("repetition", rr, 1, 2)]
+    for name, value, lo, hi in checks:
+        if not lo <= value <= hi:
+            raise _Unparsed(f"RAVDESS {name} code {value:02d} outside {lo:02d}-{hi:02d}")
+    if aa < 1:
+        raise _Unparsed("RAVDESS actor code 00")
+    if mm == 3 and kind != "audio":
+        raise _Unparsed("RAVDESS modality 03 (audio-only) on a non-audio file")
+    if mm in (1, 2) and kind == "audio":
+        raise _Unparsed(f"RAVDESS modality {mm:02d} (video) on an audio file")
+    # modality 01 carries both streams, 02 video only, 03 audio only
+    kind = {1: "audio+video", 2: "video", 3: "audio"}[mm]
+    key = "-".join(f"{v:02d}" for v in (vc, ee, ii, ss, rr, aa))
+    return _record(
+        "ravdess", key, f"{aa:02d}", "male" if aa % 2 else "female", RAVDESS_EMOTIONS[ee],
+        path, kind, ravdess_modality=mm,
+        vocal_channel="speech" if vc == 1 else "song",
+        intensity="normal" if ii == 1 else "strong",
+        statement=ss, repetition=rr,
+    )
+
+
+def _parse_cremad(stem: str, path: Path, kind: str):
+    m = _CREMAD.match(stem)
+    if not m:
+        return None
+    actor, sentence, emo, level = m.groups()
+    if emo not in _CREMAD_EMOTIONS:
+        raise _Unparsed(f"CREMA-D emotion code {emo!r} unknown")
+    key = "_".join(m.groups())
+    return _record("cremad", key, actor, "", _CREMAD_EMOTIONS[emo], path,
+                   "audio+video" if kind == "video" else kind,
+                   sentence=sentence, intensity=level)
+
+
+def _parse_tess(stem: str, path: Path, kind: str):
+    m = _TESS.match(stem)
+    if not m:
+        return None
+    speaker, word, emo = m.groups()
+    label = emo.lower()
+    if label not in LABEL_SYNONYMS:
+        raise _Unparsed(f"TESS emotion {emo!r} unknown")
+    key = f"{speaker.upper()}_{word}_{label}"
+    return _record("tess", key, speaker.upper(), "female", canonical_label(label), path,
+                   "audio+video" if kind == "video" else kind, word=word)
+
+
+def _parse_savee(stem: str, path: Path, kind: str):
+    m = _SAVEE.match(stem)
+    if not m:
+        return None
+    speaker, code, number = m.groups()
+    if speaker is None:
+        # "a04" inside a speaker folder (DC, JE, JK, KL)
+        parent = path.parent.name
+        speaker = parent if re.fullmatch(r"[A-Z]{2}", parent) else ""
+    key = f"{speaker}_{code}{number}" if speaker else f"{code}{number}"
+    return _record("savee", key, speaker, "male", _SAVEE_EMOTIONS[code], path,
+                   "audio+video" if kind == "video" else kind, sentence=f"{code}{number}")
+
+
+def _parse_jaffe(stem: str, path: Path, kind: str):
+    m = _JAFFE.match(stem)
+    if not m:
+        return None
+    subject, code, rep, number = m.groups()
+    return _record("jaffe", stem, subject, "female", _JAFFE_EMOTIONS[code], path, kind,
+                   image_no=int(number))
+
+
+def _parse_ckplus(stem: str, path: Path, kind: str):
+    m = _CKPLUS.match(stem)
+    if not m:
+        return None
+    subject, seq, frame = m.groups()
+    label = path.parent.name
+    if label.lower() not in LABEL_SYNONYMS and not re.fullmatch(r"[A-Za-z]+", label):
+        raise _Unparsed(f"CK+ image outside an emotion folder ({label!r})")
+    return _record("ckplus", stem, subject, "", canonical_label(label), path, kind,
+                   sequence=f"{subject}_{seq}", frame=int(frame))
+
+
+_NAME_PARSERS = (_parse_ravdess, _parse_cremad, _parse_tess, _parse_jaffe, _parse_ckplus,
+                 _parse_savee)
+
+
+def parse_filename(path: str | os.PathLike) -> dict:
+    """Parse the labels a corpus file name carries.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A media file named as RAVDESS (``03-01-05-01-02-01-12.wav``), CREMA-D
+        (``1001_DFA_ANG_XX``), TESS (``OAF_back_angry``), SAVEE
+        (``DC_a04``, or ``a04`` inside a speaker folder), JAFFE
+        (``KA.AN1.39.tiff``) or CK+ (``S010_004_00000017.png`` in an emotion
+        folder) names its files.
+
+    Returns
+    -------
+    dict
+        ``clip_id``, ``corpus``, ``actor``, ``gender``, ``emotion``, ``kind``
+        (which streams the file carries) and ``path``, plus the corpus' own
+        fields.
+
+    Raises
+    ------
+    ParameterError
+        If no parser accepts the name; the message says why.
+
+    Examples
+    --------
+    >>> parse_filename("Actor_12/03-01-05-01-02-01-12.wav")["emotion"]
+    'angry'
+    """
+    path = Path(path)
+    try:
+        rec = _parse_named(path)
+    except _Unparsed as exc:
+        raise ParameterError(f"{path.name}: {exc}") from None
+    if rec is None:
+        raise ParameterError(f"{path.name}: no corpus naming scheme matches this name")
+    return rec
+
+
+def _parse_named(path: Path):
+    kind = _media_kind(path)
+    stem = path.stem
+    for parser in _NAME_PARSERS:
+        rec = parser(stem, path, kind)
+        if rec is not None:
+            return rec
+    return None
+
+
+def _parse_in_folder(path: Path, root: Path):
+    """Name parsers first, then a labelled folder (``[split/]<emotion>/file``)."""
+    rec = _parse_named(path)
+    if rec is not None:
+        return rec
+    kind = _media_kind(path)
+    label = path.parent.name
+    if path.parent == root or label.lower() not in LABEL_SYNONYMS:
+        raise _Unparsed("no corpus naming scheme matches and the folder "
+                        f"{label!r} is not an emotion label")
+    corpus = _slug(root.name)
+    rel = path.relative_to(root)
+    split = next((p.lower() for p in rel.parts[:-2] if p.lower() in _SPLITS), "")
+    key = _slug("_".join(rel.with_suffix("").parts))
+    return _record(corpus, key, "", "", canonical_label(label), path,
+                   "audio+video" if kind == "video" else kind, split=split)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_").lower() or "corpus"
+
+
+def _walk(root: Path) -> Iterable[Path]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith("."):
+                yield Path(dirpath) / name
+
+
+def _read_listing(csv_path: Path, records: list, unparsed: list) -> None:
+    """Read a CSV listing: ``path``, ``label``/``emotion``, optional subject."""
+    table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    cols = {c.lower(): c for c in table.columns}
+    label_col = cols.get("label") or cols.get("emotion")
+    missing = (["path"] if "path" not in cols else []) + (
+        ["label (or emotion)"] if label_col is None else [])
+    if missing:
+        raise ParameterError(f"{csv_path}: listing lacks column(s) {', '.join(missing)}; "
+                             "it needs 'path' and 'label' (or 'emotion')")
+    subject_col = next((cols[c] for c in ("subject", "actor", "speaker") if c in cols), None)
+    corpus = _slug(csv_path.stem)
+    known = {cols["path"], label_col, subject_col, cols.get("clip_id")}
+    for row in table.to_dict("records"):
+        path = Path(row[cols["path"]])
+        if not path.is_absolute():
+            path = (csv_path.parent / path)
+        path = path.resolve()
+        try:
+            if not path.is_file():
+                raise _Unparsed(f"listed in {csv_path.name} but not found")
+            kind = _media_kind(path)
+            label = row[label_col].strip()
+            if not label:
+                raise _Unparsed(f"empty label in {csv_path.name}")
+        except _Unparsed as exc:
+            unparsed.append({"path": str(path), "reason": str(exc)})
+            continue
+        key = row.get(cols.get("clip_id", ""), "") or _slug(
+            "_".join(Path(row[cols["path"]]).with_suffix("").parts[-3:]))
+        extra = {k: v for k, v in row.items() if k not in known}
+        rec = _record(corpus, key, row[subject_col] if subject_col else "", "",
+                      canonical_label(label), path,
+                      "audio+video" if kind == "video" else kind, **extra)
+        if cols.get("clip_id") and row[cols["clip_id"]]:
+            rec["clip_id"] = row[cols["clip_id"]]
+        records.append(rec)
+
+
+@dataclass
+class CorpusScan:
+    """What :func:`discover` found.
+
+    Attributes
+    ----------
+    clips : pandas.DataFrame
+        The manifest, one row per clip, indexed by ``clip_id``.
+    unparsed : pandas.DataFrame
+        Files that could not be used, with columns ``path`` and ``reason``.
+    ignored : int
+        Non-media files skipped (READMEs, label lists).
+    """
+
+    clips: pd.DataFrame
+    unparsed: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=UNPARSED_COLUMNS))
+    ignored: int = 0
+
+    def summary(self) -> dict:
+        """Counts of clips, actors, emotions, corpora and unparsed files."""
+        clips = self.clips
+        groups = clips["group"][clips["group"] != ""] if len(clips) else pd.Series(dtype=str)
+        return {
+            "clips": int(len(clips)),
+            "actors": int(groups.nunique()),
+            "clips_without_actor": int(len(clips) - len(groups)),
+            "emotions": {k: int(v) for k, v in clips["emotion"].value_counts().sort_index().items()}
+            if len(clips) else {},
+            "corpora": {k: int(v) for k, v in clips["corpus"].value_counts().sort_index().items()}
+            if len(clips) else {},
+            "media": {k: int(v) for k, v in clips["media"].value_counts().sort_index().items()}
+            if len(clips) else {},
+            "unparsed": int(len(self.unparsed)),
+        }
+
+    def format_summary(self) -> str:
+        """The summary as a few human-readable lines."""
+        s = self.summary()
+        lines = [
+            f"clips:    {s['clips']}",
+            f"actors:   {s['actors']}" + (f" ({s['clips_without_actor']} clips without actor id)"
+                                          if s["clips_without_actor"] else ""),
+            f"emotions: {len(s['emotions'])} "
+            + ", ".join(f"{k}={v}" for k, v in s["emotions"].items()),
+            "corpora:  " + ", ".join(f"{k}={v}" for k, v in s["corpora"].items()),
+            "media:    " + ", ".join(f"{k}={v}" for k, v in s["media"].items()),
+            f"unparsed: {s['unparsed']}",
+        ]
+        for row in self.unparsed.head(10).itertuples():
+            lines.append(f"  {row.path}: {row.reason}")
+        if len(self.unparsed) > 10:
+            lines.append(f"  ... and {len(self.unparsed) - 10} more")
+        return "\n".join(lines)
+
+
+def discover(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> CorpusScan:
+    """Walk folders (or read CSV listings) into a clip manifest.
+
+    Parameters
+    ----------
+    paths : path or sequence of paths
+        Folders to walk, media files, or CSV listings (columns ``path``,
+        absolute or relative to the CSV, ``label`` or ``emotion``, optional
+        ``subject``/``actor``/``speaker``, optional ``clip_id``).
+
+    Returns
+    -------
+    CorpusScan
+        ``clips``: the manifest (see the module docstring); ``unparsed``: the
+        files that could not be used, each with a reason.
+
+    Raises
+    ------
+    ParameterError
+        If a path does not exist or a listing lacks its required columns.
+
+    Notes
+    -----
+    The files of one RAVDESS recording are paired into one clip: an
+    audio-only ``03-…`` file gives the audio, a video-only ``02-…`` file the
+    video, and an audio-video ``01-…`` file both (a ``03-…`` file, being
+    lossless, is preferred for the audio where both exist).
+
+    Examples
+    --------
+    >>> scan = discover("../shared/data/ravdess_speech")  # doctest: +SKIP
+    >>> scan.summary()["clips"]  # doctest: +SKIP
+    1200
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    records: list[dict] = []
+    unparsed: list[dict] = []
+    ignored = 0
+    for raw in paths:
+        root = Path(raw).expanduser().resolve()
+        if not root.exists():
+            raise ParameterError(f"no such file or folder: {raw}")
+        if root.is_file() and root.suffix.lower() == ".csv":
+            _read_listing(root, records, unparsed)
+            continue
+        files = [root] if root.is_file() else _walk(root)
+        base = root.parent if root.is_file() else root
+        for path in files:
+            if path.suffix.lower() not in MEDIA_EXTENSIONS:
+                if root.is_file():
+                    unparsed.append({"path": str(path), "reason": "not a media file or CSV listing"})
+                else:
+                    ignored += 1
+                continue
+            try:
+                # an empty or corrupt file still becomes a clip: the media stage
+                # records it as a per-clip failure with its reason
+                records.append(_parse_in_folder(path, base))
+            except _Unparsed as exc:
+                unparsed.append({"path": str(path), "reason": str(exc)})
+    clips, dup = _assemble(records)
+    unparsed.extend(dup)
+    return CorpusScan(clips=clips, unparsed=pd.DataFrame(unparsed, columns=UNPARSED_COLUMNS),
+                      ignored=ignored)
+
+
+def _assemble(records: list[dict]) -> tuple[pd.DataFrame, list[dict]]:
+    """Group file records into clips (pairing RAVDESS modalities)."""
+    clips: dict[str, dict] = {}
+    dup: list[dict] = []
+    seen_paths: set[str] = set()
+    for rec in records:
+        if rec["path"] in seen_paths:  # the same file reached twice (overlapping arguments)
+            continue
+        seen_paths.add(rec["path"])
+        rec = dict(rec)
+        kind, path = rec.pop("kind"), rec.pop("path")
+        rec.pop("ravdess_modality", None)
+        cid = rec["clip_id"]
+        clip = clips.get(cid)
+        if clip is None:
+            clip = clips[cid] = {**rec, "audio_path": "", "video_path": "", "_src": {}}
+        src = clip["_src"]
+        # priority per stream: a dedicated single-stream file beats an AV file
+        if kind in src:
+            dup.append({"path": path, "reason": f"duplicate clip {cid} (also {src[kind]})"})
+            continue
+        src[kind] = path
+    rows = []
+    for cid, clip in clips.items():
+        src = clip.pop("_src")
+        clip["audio_path"] = src.get("audio") or src.get("audio+video", "")
+        clip["video_path"] = src.get("video") or src.get("audio+video", "") or src.get("image", "")
+        if "image" in src:
+            clip["media"] = "image"
+            clip["video_path"] = src["image"]
+        elif clip["audio_path"] and clip["video_path"]:
+            clip["media"] = "audio+video"
+        else:
+            clip["media"] = "audio" if clip["audio_path"] else "video"
+        clip["group"] = f"{clip['corpus']}:{clip['actor']}" if clip["actor"] else ""
+        rows.append(clip)
+    if not rows:
+        frame = pd.DataFrame(columns=["clip_id"] + MANIFEST_COLUMNS).set_index("clip_id")
+        return frame, dup
+    frame = pd.DataFrame(rows)
+    extra = [c for c in frame.columns if c not in MANIFEST_COLUMNS and c != "clip_id"]
+    for col in ("split",):
+        if col not in frame:
+            frame[col] = ""
+    frame = frame[["clip_id"] + MANIFEST_COLUMNS + extra]
+    frame[MANIFEST_COLUMNS] = frame[MANIFEST_COLUMNS].fillna("")
+    frame = frame.sort_values(["corpus", "clip_id"], kind="stable").set_index("clip_id")
+    return frame, dup
+
+
+def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a manifest CSV written by :func:`discover` / ``mer manifest``.
+
+    Raises
+    ------
+    FeatureTableError
+        If a required column is missing (the message lists them).
+    """
+    from .exceptions import FeatureTableError
+
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in ["clip_id"] + MANIFEST_COLUMNS if c not in frame.columns]
+    if missing:
+        raise FeatureTableError(f"{path}: manifest lacks column(s) {', '.join(missing)}")
+    return frame.set_index("clip_id")

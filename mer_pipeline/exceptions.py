@@ -1,0 +1,46 @@
+"""The package's exceptions: one root, typed subclasses with short messages."""
+from __future__ import annotations
+
+
+class MerError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class ParameterError(MerError, ValueError):
+    """A parameter or input that is out of range or of the wrong form."""
+
+
+class MediaError(MerError):
+    """A media file that cannot be used. ``path`` names it."""
+
+    def __init__(self, path, message: str):
+        self.path = str(path)
+        super().__init__(f"{message}: {self.path}")
+
+
+class MediaNotFoundError(MediaError, FileNotFoundError):
+    """The media file does not exist."""
+
+
+class EmptyMediaError(MediaError):
+    """The media file has zero bytes."""
+
+
+class CorruptMediaError(MediaError):
+    """The decoder cannot read the file (truncated, corrupt or not media)."""
+
+
+class NoAudioStreamError(MediaError):
+    """The file has no audio stream (e.g. a video without sound)."""
+
+
+class NoVideoStreamError(MediaError):
+    """The file has no video stream (e.g. an audio file)."""
+
+
+class SilentAudioError(MediaError):
+    """The audio is digital silence, so acoustic features are meaningless."""
+
+
+class FeatureTableError(MerError, ValueError):
+    """A feature table with missing, extra or malformed columns."""

@@ -1,0 +1,270 @@
+"""Running a per-clip function over a manifest: parallel, cached, fault-tolerant.
+
+:func:`map_clips` is the one helper every stage (extraction, features,
+scoring) uses to go over many clips:
+
+- joblib workers (``n_jobs``; ``-1`` = all cores), or a Dask cluster through
+  joblib's ``dask`` backend (``backend="dask"``, ``scheduler=ADDRESS``);
+- a progress bar (tqdm) on long work;
+- a per-clip on-disk cache keyed by the SHA-256 of the clip's media files and
+  the task's name, version and parameters: a re-run only does new work, and a
+  killed run loses at most the clips in flight (each result is written, atomically,
+  as soon as it is done);
+- per-clip failures recorded (clip_id, path, stage, error), never fatal for
+  the other clips. Failures are cached too, so an unchanged bad file is not
+  decoded again on every run (``retry_failed=True`` forces it).
+
+Runtime knobs (``n_jobs``, ``backend``, ``progress``) never change results.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import joblib
+import pandas as pd
+
+from .exceptions import MerError, ParameterError
+
+__all__ = ["ClipTask", "ClipOutcome", "RunResult", "map_clips", "file_sha256",
+           "FAILURE_COLUMNS", "split_scan", "write_failures"]
+
+FAILURE_COLUMNS = ["clip_id", "path", "stage", "error"]
+
+
+@dataclass
+class ClipOutcome:
+    """What a task returns for one clip: a value (or ``None``) and its failures."""
+
+    value: Any = None
+    failures: list = field(default_factory=list)
+
+    def fail(self, stage: str, path, error: BaseException | str) -> None:
+        """Record that ``stage`` failed on ``path``."""
+        if isinstance(error, BaseException):
+            error = f"{type(error).__name__}: {error}"
+        self.failures.append({"stage": stage, "path": str(path or ""), "error": str(error)})
+
+
+class ClipTask(Protocol):
+    """A picklable per-clip computation.
+
+    Attributes
+    ----------
+    name : str
+        Cache namespace.
+    version : str
+        Bump when the computation's output changes for the same parameters.
+    """
+
+    name: str
+    version: str
+
+    def params(self) -> dict:
+        """Parameters that change the result (part of the cache key)."""
+
+    def inputs(self, row: dict) -> list[str]:
+        """Files the result depends on (their content is hashed into the key)."""
+
+    def __call__(self, clip_id: str, row: dict) -> ClipOutcome:
+        """Compute one clip; record failures in the outcome instead of raising."""
+
+
+@dataclass
+class RunResult:
+    """Results of :func:`map_clips`.
+
+    Attributes
+    ----------
+    values : dict
+        ``clip_id`` → value, in manifest order, for clips that produced one.
+    failures : pandas.DataFrame
+        Columns ``clip_id``, ``path``, ``stage``, ``error``.
+    n_computed, n_cached : int
+        How many clips were computed now and how many came from the cache.
+    """
+
+    values: dict
+    failures: pd.DataFrame
+    n_computed: int = 0
+    n_cached: int = 0
+
+
+def file_sha256(path, *, chunk: int = 1 << 20) -> str:
+    """SHA-256 hex digest of a file's content."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def _cache_key(task, row) -> str:
+    h = hashlib.sha256()
+    h.update(task.name.encode())
+    h.update(str(task.version).encode())
+    h.update(json.dumps(task.params(), sort_keys=True, default=str).encode())
+    for path in task.inputs(row):
+        try:
+            h.update(file_sha256(path).encode())
+        except OSError:
+            h.update(f"unreadable:{path}".encode())
+    return h.hexdigest()
+
+
+def _run_one(task, clip_id: str, row: dict, cache_dir: str | None, retry_failed: bool):
+    """Worker body: cache lookup, compute, cache write. Never raises for a clip."""
+    cache_file = None
+    if cache_dir is not None:
+        key = _cache_key(task, row)
+        cache_file = Path(cache_dir) / task.name / key[:2] / f"{key}.joblib"
+        if cache_file.is_file():
+            try:
+                outcome = joblib.load(cache_file)
+                valid = getattr(task, "is_valid", lambda v: True)(outcome.value)
+                if valid and not (retry_failed and outcome.failures):
+                    return clip_id, outcome, True
+            except Exception:  # a damaged cache entry is recomputed
+                pass
+    try:
+        outcome = task(clip_id, row)
+    except MerError as exc:  # a task should record its failures; be safe anyway
+        outcome = ClipOutcome()
+        outcome.fail(task.name, row.get("audio_path") or row.get("video_path"), exc)
+    except Exception as exc:  # noqa: BLE001 - one clip must never stop the batch
+        outcome = ClipOutcome()
+        outcome.fail(task.name, row.get("audio_path") or row.get("video_path"), exc)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=cache_file.parent, suffix=".part")
+        os.close(fd)
+        try:
+            joblib.dump(outcome, tmp)
+            os.replace(tmp, cache_file)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    return clip_id, outcome, False
+
+
+def map_clips(task, manifest: pd.DataFrame, *, cache_dir: str | os.PathLike | None = None,
+              n_jobs: int | None = -1, backend: str = "loky", scheduler: str | None = None,
+              progress: bool = True, retry_failed: bool = False,
+              desc: str | None = None) -> RunResult:
+    """Map a per-clip task over a manifest in parallel, with a cache.
+
+    Parameters
+    ----------
+    task : ClipTask
+        Picklable callable ``task(clip_id, row) -> ClipOutcome``.
+    manifest : pandas.DataFrame
+        Indexed by ``clip_id`` (see :mod:`mer_pipeline.corpus`).
+    cache_dir : path or None
+        Folder of the per-clip cache; ``None`` disables caching.
+    n_jobs : int or None
+        joblib workers (``-1``: all cores; ``None``/1: in this process).
+    backend : {"loky", "threading", "dask"}
+        joblib backend. ``"dask"`` sends clips to the Dask cluster at
+        ``scheduler`` (the cache folder must be reachable from its workers).
+    scheduler : str or None
+        Dask scheduler address (``tcp://host:8786``); required with ``"dask"``.
+    progress : bool
+        Show a progress bar.
+    retry_failed : bool
+        Recompute clips whose cached outcome holds failures.
+    desc : str or None
+        Progress bar label.
+
+    Returns
+    -------
+    RunResult
+    """
+    if backend not in {"loky", "threading", "multiprocessing", "dask"}:
+        raise ParameterError(f"backend must be loky, threading, multiprocessing or dask; "
+                             f"got {backend!r}")
+    if backend == "dask" and not scheduler:
+        raise ParameterError("backend='dask' needs a scheduler address (--scheduler)")
+    rows = manifest.reset_index().to_dict("records")
+    cache = None if cache_dir is None else str(Path(cache_dir).resolve())
+    jobs = [joblib.delayed(_run_one)(task, r["clip_id"], r, cache, retry_failed) for r in rows]
+    outcomes: dict = {}
+    n_cached = 0
+    bar = _progress(len(jobs), progress, desc or task.name)
+    try:
+        for clip_id, outcome, cached in _execute(jobs, n_jobs, backend, scheduler):
+            outcomes[clip_id] = outcome
+            n_cached += cached
+            bar.update(1)
+    finally:
+        bar.close()
+    values, failures = {}, []
+    for r in rows:
+        outcome = outcomes[r["clip_id"]]
+        if outcome.value is not None:
+            values[r["clip_id"]] = outcome.value
+        failures.extend({"clip_id": r["clip_id"], **f} for f in outcome.failures)
+    return RunResult(values=values, failures=pd.DataFrame(failures, columns=FAILURE_COLUMNS),
+                     n_computed=len(rows) - n_cached, n_cached=n_cached)
+
+
+def _execute(jobs, n_jobs, backend, scheduler):
+    if not jobs:
+        return
+    if n_jobs in (None, 0, 1) and backend != "dask":
+        for job in jobs:
+            fn, args, kwargs = job
+            yield fn(*args, **kwargs)
+        return
+    if backend == "dask":
+        from distributed import Client
+
+        # joblib's dask backend sends the jobs to the current (this) client
+        with Client(scheduler), joblib.parallel_config(backend="dask"):
+            yield from joblib.Parallel(n_jobs=-1 if n_jobs in (None, 0) else n_jobs,
+                                       return_as="generator_unordered")(jobs)
+        return
+    yield from joblib.Parallel(n_jobs=n_jobs, backend=backend,
+                               return_as="generator_unordered")(jobs)
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    if not enabled or total == 0:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="clip", leave=False)
+
+
+def split_scan(data) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Manifest and manifest-stage failures from a manifest or a ``CorpusScan``."""
+    unparsed = getattr(data, "unparsed", None)
+    clips = getattr(data, "clips", data)
+    if unparsed is None or len(unparsed) == 0:
+        return clips, pd.DataFrame(columns=FAILURE_COLUMNS)
+    fails = pd.DataFrame({"clip_id": "", "path": unparsed["path"].to_numpy(),
+                          "stage": "manifest", "error": unparsed["reason"].to_numpy()})
+    return clips, fails
+
+
+def write_failures(failures: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write ``failures.csv`` (always, possibly with a header only)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    failures.reindex(columns=FAILURE_COLUMNS).to_csv(path, index=False)
+    return path
