@@ -1,0 +1,54 @@
+# mer_pipeline: `make help` lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MER := $(VENV)/bin/mer
+SHARED_RAVDESS := ../shared/data/ravdess_speech
+# DATA: the clips to work on; defaults to the shared RAVDESS speech clips when present.
+DATA ?= $(if $(wildcard $(SHARED_RAVDESS)),$(SHARED_RAVDESS),)
+FEATURES ?= features
+REPORT ?= reports
+N_JOBS ?= -1
+FOLDS ?= 5
+
+.PHONY: help install test demo features evaluate bench-audio clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[all,test]'
+	touch $@
+
+install: $(VENV)/.installed ## create .venv and install the package with everything it needs
+
+test: install ## install, then run the whole test suite
+	$(PY) -m pytest
+
+demo: install ## install, then run the job end to end on DATA (default: ../shared RAVDESS speech)
+	@if [ -z "$(DATA)" ]; then \
+	  echo "make demo needs clips: pass DATA=/path/to/RAVDESS (folders Actor_01 ... Actor_24)."; \
+	  echo "RAVDESS is free for research (CC BY-NC-SA 4.0): https://zenodo.org/record/1188976"; \
+	  echo "Download Audio_Speech_Actors_01-24.zip (audio) or the Video_Speech_Actor_*.zip files, unzip, and pass the folder."; \
+	  exit 2; fi
+	$(MER) manifest $(DATA)
+	$(MER) features $(DATA) --out $(FEATURES) --n-jobs $(N_JOBS)
+	$(MER) evaluate --features $(FEATURES) --cv actor --folds $(FOLDS) --report $(REPORT) --n-jobs $(N_JOBS)
+	@echo "demo: features -> evaluate done (report in $(REPORT)/). Training a persisted model and"
+	@echo "batch scoring (mer train / mer score) arrive with the multimodal model; not run here."
+
+features: install ## extract per-clip features of DATA into FEATURES/
+	$(MER) features $(DATA) --out $(FEATURES) --n-jobs $(N_JOBS)
+
+evaluate: install ## actor-grouped CV report of FEATURES/ into REPORT/
+	$(MER) evaluate --features $(FEATURES) --cv actor --folds $(FOLDS) --report $(REPORT) --n-jobs $(N_JOBS)
+
+bench-audio: install ## audio benchmark: extraction speed and accuracy table -> benchmarks/results/
+	$(PY) benchmarks/bench_audio.py --data $(SHARED_RAVDESS) --out benchmarks/results
+
+clean: ## remove outputs (features, reports, caches); keeps .venv
+	rm -rf $(FEATURES)/* $(FEATURES)/.cache $(REPORT) .pytest_cache
+	touch $(FEATURES)/.gitkeep

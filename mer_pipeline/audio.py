@@ -1,0 +1,250 @@
+"""Acoustic features: named feature sets computed per clip into one row.
+
+Sets (combine with ``+``, e.g. ``"egemaps+compare"``):
+
+``seed45``
+    The design's 45 features, kept for comparison: librosa defaults at
+    22.05 kHz (``n_fft=2048``, ``hop_length=512``), the time means of 40
+    MFCCs, zero-crossing rate, spectral centroid, spectral bandwidth,
+    spectral roll-off (85 %) and RMS energy.
+``egemaps``
+    openSMILE eGeMAPSv02 functionals (88): pitch, jitter, shimmer, loudness,
+    formants, spectral slope, harmonic ratios, voiced/unvoiced segment
+    statistics (Eyben et al. 2016).
+``compare``
+    openSMILE ComParE_2016 functionals (6,373): the INTERSPEECH
+    Computational Paralinguistics Challenge set of energy, spectral, MFCC and
+    voicing descriptors with many functionals each.
+``librosa``
+    librosa statistics at 16 kHz (25 ms windows, 10 ms hop): mean and std
+    of 20 MFCCs and their deltas and delta-deltas, spectral contrast (7
+    bands), chroma (12), spectral centroid, bandwidth, flatness, roll-off,
+    zero-crossing rate, and energy dynamics (log-RMS mean, std, 10/50/90th
+    percentiles, slope, fraction of frames above the clip's median + 6 dB).
+
+``default`` resolves to :data:`DEFAULT_SET`, chosen by measurement (see the
+README's benchmark table).
+
+openSMILE is distributed under audEERING's research-only licence (free for
+private, research and educational use; commercial use needs a licence).
+"""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import SAMPLE_RATE
+from .exceptions import ParameterError, SilentAudioError
+
+__all__ = ["FEATURE_SETS", "DEFAULT_SET", "available_sets", "resolve_set",
+           "audio_features", "AudioFeatureExtractor", "PREFIX"]
+
+PREFIX = "audio__"
+#: The set ``default`` stands for (chosen by measurement, see README).
+DEFAULT_SET = "egemaps+compare+librosa"
+SILENCE_PEAK = 1e-4  # |x| below this everywhere (-80 dBFS) counts as silence
+
+
+def _seed45(y: np.ndarray, sr: int) -> dict:
+    import librosa
+
+    mfcc = librosa.feature.mfcc(y=y, sr=sr, n_mfcc=40).mean(axis=1)
+    out = {f"seed45_mfcc{i + 1:02d}_mean": v for i, v in enumerate(mfcc)}
+    out["seed45_zcr_mean"] = librosa.feature.zero_crossing_rate(y).mean()
+    out["seed45_centroid_mean"] = librosa.feature.spectral_centroid(y=y, sr=sr).mean()
+    out["seed45_bandwidth_mean"] = librosa.feature.spectral_bandwidth(y=y, sr=sr).mean()
+    out["seed45_rolloff_mean"] = librosa.feature.spectral_rolloff(y=y, sr=sr).mean()
+    out["seed45_rms_mean"] = librosa.feature.rms(y=y).mean()
+    return out
+
+
+@lru_cache(maxsize=None)
+def _smile(feature_set: str):
+    import opensmile
+
+    return opensmile.Smile(feature_set=getattr(opensmile.FeatureSet, feature_set),
+                           feature_level=opensmile.FeatureLevel.Functionals)
+
+
+def _opensmile(y: np.ndarray, sr: int, feature_set: str, prefix: str) -> dict:
+    row = _smile(feature_set).process_signal(y, sr).iloc[0]
+    return {f"{prefix}_{k}": float(v) for k, v in row.items()}
+
+
+def _egemaps(y, sr):
+    return _opensmile(y, sr, "eGeMAPSv02", "egemaps")
+
+
+def _compare(y, sr):
+    return _opensmile(y, sr, "ComParE_2016", "compare")
+
+
+def _librosa_stats(y: np.ndarray, sr: int) -> dict:
+    import librosa
+
+    n_fft, hop, win = 512, sr // 100, int(0.025 * sr)
+    spec = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop, win_length=win)) ** 2
+    mel = librosa.feature.melspectrogram(S=spec, sr=sr, n_mels=40)
+    mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=20)
+    width = min(9, mfcc.shape[1] if mfcc.shape[1] % 2 else mfcc.shape[1] - 1)
+    if width >= 3:
+        d1 = librosa.feature.delta(mfcc, width=width)
+        d2 = librosa.feature.delta(mfcc, order=2, width=width)
+    else:  # too few frames for a delta window
+        d1 = d2 = np.zeros_like(mfcc)
+    out: dict = {}
+    for name, mat in (("mfcc", mfcc), ("mfcc_d", d1), ("mfcc_dd", d2)):
+        for i in range(mat.shape[0]):
+            out[f"librosa_{name}{i + 1:02d}_mean"] = mat[i].mean()
+            out[f"librosa_{name}{i + 1:02d}_std"] = mat[i].std()
+    mag = np.sqrt(spec)
+    contrast = librosa.feature.spectral_contrast(S=mag, sr=sr, n_fft=n_fft, fmin=100.0, n_bands=6)
+    chroma = librosa.feature.chroma_stft(S=spec, sr=sr, n_fft=n_fft)
+    for name, mat in (("contrast", contrast), ("chroma", chroma)):
+        for i in range(mat.shape[0]):
+            out[f"librosa_{name}{i + 1:02d}_mean"] = mat[i].mean()
+            out[f"librosa_{name}{i + 1:02d}_std"] = mat[i].std()
+    single = {
+        "centroid": librosa.feature.spectral_centroid(S=mag, sr=sr)[0],
+        "bandwidth": librosa.feature.spectral_bandwidth(S=mag, sr=sr)[0],
+        "flatness": librosa.feature.spectral_flatness(S=mag)[0],
+        "rolloff": librosa.feature.spectral_rolloff(S=mag, sr=sr)[0],
+        "zcr": librosa.feature.zero_crossing_rate(y, frame_length=win, hop_length=hop)[0],
+    }
+    for name, v in single.items():
+        out[f"librosa_{name}_mean"] = v.mean()
+        out[f"librosa_{name}_std"] = v.std()
+    rms = librosa.feature.rms(S=mag, frame_length=n_fft)[0]
+    log_rms = 20 * np.log10(rms + 1e-10)
+    p10, p50, p90 = np.percentile(log_rms, [10, 50, 90])
+    t = np.arange(len(log_rms))
+    slope = np.polyfit(t, log_rms, 1)[0] if len(t) > 1 else 0.0
+    out.update({
+        "librosa_logrms_mean": log_rms.mean(), "librosa_logrms_std": log_rms.std(),
+        "librosa_logrms_p10": p10, "librosa_logrms_p50": p50, "librosa_logrms_p90": p90,
+        "librosa_logrms_range": p90 - p10, "librosa_logrms_slope": slope,
+        "librosa_active_fraction": float(np.mean(log_rms > p50 + 6.0)),
+    })
+    return {k: float(v) for k, v in out.items()}
+
+
+#: name -> (function, sample rate it runs at, one-line description)
+FEATURE_SETS: dict = {
+    "seed45": (_seed45, 22_050, "the design's 45 librosa means at 22.05 kHz (comparison only)"),
+    "egemaps": (_egemaps, SAMPLE_RATE, "openSMILE eGeMAPSv02 functionals (88)"),
+    "compare": (_compare, SAMPLE_RATE, "openSMILE ComParE_2016 functionals (6,373)"),
+    "librosa": (_librosa_stats, SAMPLE_RATE, "librosa MFCC/delta/contrast/chroma/energy "
+                                             "statistics at 16 kHz"),
+}
+
+
+def available_sets() -> dict:
+    """Names of the feature sets with a one-line description each."""
+    sets = {name: spec[2] for name, spec in FEATURE_SETS.items()}
+    sets["default"] = f"= {DEFAULT_SET}"
+    return sets
+
+
+def resolve_set(name: str | None) -> tuple[str, ...]:
+    """Split a set name (``"default"``, ``"egemaps+librosa"``) into base sets.
+
+    Raises
+    ------
+    ParameterError
+        If a part is not a known set.
+    """
+    name = DEFAULT_SET if name in (None, "", "default") else name
+    parts = tuple(p.strip() for p in name.split("+") if p.strip())
+    unknown = [p for p in parts if p not in FEATURE_SETS]
+    if unknown or not parts:
+        raise ParameterError(f"unknown audio feature set {name!r}; "
+                             f"known: {', '.join(available_sets())}")
+    return parts
+
+
+def audio_features(y: np.ndarray, sr: int, feature_set: str | None = "default") -> pd.Series:
+    """Compute one clip's acoustic features.
+
+    Parameters
+    ----------
+    y : np.ndarray, shape (n_samples,)
+        Mono signal.
+    sr : int > 0
+        Its sample rate; each set resamples to the rate it is defined at.
+    feature_set : str
+        A set name, or several joined by ``+`` (see :func:`available_sets`).
+
+    Returns
+    -------
+    pandas.Series
+        Feature values named ``audio__<set>_<feature>``.
+
+    Raises
+    ------
+    SilentAudioError
+        If the signal is digital silence.
+    """
+    parts = resolve_set(feature_set)
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim != 1:
+        raise ParameterError(f"y must be 1-D (mono), got shape {y.shape}")
+    if y.size == 0 or np.max(np.abs(y)) < SILENCE_PEAK:
+        raise SilentAudioError("<signal>", "silent audio (peak below -80 dBFS)")
+    by_rate: dict = {sr: y}
+    out: dict = {}
+    for part in parts:
+        func, rate, _ = FEATURE_SETS[part]
+        if rate not in by_rate:
+            import soxr
+
+            by_rate[rate] = soxr.resample(y, sr, rate, quality="HQ").astype(np.float32)
+        out.update(func(by_rate[rate], rate))
+    return pd.Series({PREFIX + k: v for k, v in out.items()}, dtype=float)
+
+
+class AudioFeatureExtractor:
+    """Per-clip task: decode the clip's audio once and compute a feature set.
+
+    Used by :func:`mer_pipeline.features.extract_features` through
+    :func:`mer_pipeline.parallel.map_clips`. Audio is decoded at the native
+    highest rate the set needs (16 kHz; 22.05 kHz when ``seed45`` is in it) and
+resampled down for the parts defined at a lower rate.
+    """
+
+    name = "audio"
+    version = "1"
+
+    def __init__(self, feature_set: str | None = "default"):
+        self.feature_set = feature_set
+
+    def params(self) -> dict:
+        return {"feature_set": "+".join(resolve_set(self.feature_set))}
+
+    def inputs(self, row: dict) -> list[str]:
+        return [row["audio_path"]] if row.get("audio_path") else []
+
+    def __call__(self, clip_id: str, row: dict):
+        from .media import load_audio
+        from .parallel import ClipOutcome
+
+        outcome = ClipOutcome()
+        path = row.get("audio_path")
+        if not path:
+            return outcome  # no audio in this clip: not a failure
+        # decode once, at the highest rate a part needs; lower rates are derived
+        rate = max(FEATURE_SETS[p][1] for p in resolve_set(self.feature_set))
+        try:
+            y = load_audio(path, sr=rate)
+            try:
+                values = audio_features(y, rate, self.feature_set)
+            except SilentAudioError:
+                raise SilentAudioError(path, "silent audio (peak below -80 dBFS)") from None
+        except Exception as exc:  # noqa: BLE001 - recorded per clip
+            outcome.fail("audio", path, exc)
+            return outcome
+        outcome.value = values.to_numpy(dtype=np.float32), tuple(values.index)
+        return outcome

@@ -1,0 +1,329 @@
+"""Honest evaluation: actor-independent cross-validation, reports and plots.
+
+The honest protocol is grouped K-fold: no actor (speaker, face subject) has
+clips in both the training and the test folds, and every fitted step (speaker
+statistics, scaling, feature selection, PCA, the classifier) is refit inside
+each fold. A random clip split leaks each speaker's voice into training and
+inflates accuracy; it is computed only to be reported *beside* the honest
+figure, labelled as optimistic.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from sklearn.base import clone
+from sklearn.metrics import (
+    accuracy_score,
+    classification_report,
+    confusion_matrix,
+    f1_score,
+    roc_auc_score,
+    roc_curve,
+)
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+from .exceptions import ParameterError
+
+__all__ = ["EvaluationResult", "cross_validate_model", "evaluate_features", "write_report",
+           "PROTOCOLS"]
+
+PROTOCOLS = {
+    "actor": "actor-independent (grouped K-fold: no actor in both train and test)",
+    "subject": "subject-independent (grouped K-fold: no subject in both train and test)",
+    "random": "OPTIMISTIC random stratified clip split (speakers leak across folds)",
+}
+
+
+@dataclass
+class EvaluationResult:
+    """Cross-validated figures of one protocol.
+
+    Attributes
+    ----------
+    protocol : str
+        ``actor``, ``subject`` or ``random``.
+    accuracy, macro_f1 : float
+        Pooled over the out-of-fold predictions of all folds.
+    folds : list of dict
+        Per fold: ``accuracy``, ``macro_f1``, ``n_test``, ``test_groups``.
+    classes : list of str
+    predictions : pandas.DataFrame
+        Out-of-fold ``emotion``, ``predicted``, ``fold`` and ``proba_<class>``
+        per clip.
+    comparison : EvaluationResult or None
+        The optimistic random-split result computed beside an honest one.
+    """
+
+    protocol: str
+    accuracy: float
+    macro_f1: float
+    folds: list
+    classes: list
+    predictions: pd.DataFrame
+    n_groups: int = 0
+    model: dict = field(default_factory=dict)
+    comparison: "EvaluationResult | None" = None
+
+    def to_dict(self) -> dict:
+        """The figures as JSON-ready data (what ``metrics.json`` holds)."""
+        acc = [f["accuracy"] for f in self.folds]
+        out = {
+            "protocol": self.protocol,
+            "protocol_description": PROTOCOLS[self.protocol],
+            "accuracy": round(self.accuracy, 4),
+            "macro_f1": round(self.macro_f1, 4),
+            "fold_accuracy_mean": round(float(np.mean(acc)), 4),
+            "fold_accuracy_std": round(float(np.std(acc)), 4),
+            "n_folds": len(self.folds),
+            "n_clips": int(len(self.predictions)),
+            "n_groups": int(self.n_groups),
+            "classes": list(self.classes),
+            "folds": self.folds,
+            "model": self.model,
+        }
+        if self.comparison is not None:
+            out["optimistic_random_split"] = {
+                k: v for k, v in self.comparison.to_dict().items() if k != "model"}
+        return out
+
+    def format(self) -> str:
+        """A few lines for the terminal."""
+        d = self.to_dict()
+        lines = [f"protocol: {d['protocol_description']}",
+                 f"  accuracy {d['accuracy']:.4f} (folds {d['fold_accuracy_mean']:.4f} ± "
+                 f"{d['fold_accuracy_std']:.4f}), macro-F1 {d['macro_f1']:.4f}, "
+                 f"{d['n_clips']} clips, {d['n_folds']} folds"
+                 + (f", {d['n_groups']} groups" if d["n_groups"] else "")]
+        if self.comparison is not None:
+            c = self.comparison
+            lines.append(f"beside it, {PROTOCOLS['random']}:")
+            lines.append(f"  accuracy {c.accuracy:.4f}, macro-F1 {c.macro_f1:.4f} "
+                         "(not an estimate for unseen speakers)")
+        return "\n".join(lines)
+
+
+def _splits(protocol, y, groups, folds, seed):
+    if protocol == "random":
+        cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        return list(cv.split(np.zeros(len(y)), y))
+    if groups is None or np.any(pd.isna(groups)) or np.any(groups == ""):
+        n = len(y) if groups is None else int(np.sum(pd.isna(groups) | (groups == "")))
+        raise ParameterError(f"{n} clips have no actor/subject id, so a grouped split is "
+                             "impossible; give a corpus whose names carry speaker ids (or a "
+                             "listing with a subject column)")
+    n_groups = len(np.unique(groups))
+    if n_groups < folds:
+        raise ParameterError(f"{folds} folds need at least {folds} actors/subjects; "
+                             f"the data has {n_groups}")
+    cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return list(cv.split(np.zeros(len(y)), y, groups))
+
+
+def _fit_fold(estimator, X, y, train, test):
+    model = clone(estimator).fit(X.iloc[train], y[train])
+    return model.classes_, model.predict_proba(X.iloc[test])
+
+
+def cross_validate_model(estimator, X: pd.DataFrame, y, *, groups=None, protocol: str = "actor",
+                         folds: int = 5, seed: int = 0, n_jobs: int | None = None
+                         ) -> EvaluationResult:
+    """Cross-validate an estimator under a named protocol.
+
+    Parameters
+    ----------
+    estimator : classifier with ``predict_proba``
+        Cloned and refit inside every fold.
+    X : pandas.DataFrame
+        Feature table (indexed by ``clip_id``).
+    y : array-like of str
+        Emotion labels.
+    groups : array-like or None
+        Actor/subject id per clip (required unless ``protocol="random"``).
+    protocol : {"actor", "subject", "random"}
+    folds : int >= 2
+    seed : int
+        Shuffling seed of the fold assignment.
+    n_jobs : int or None
+        Folds fitted in parallel.
+
+    Returns
+    -------
+    EvaluationResult
+    """
+    if protocol not in PROTOCOLS:
+        raise ParameterError(f"protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
+    if folds < 2:
+        raise ParameterError(f"folds must be >= 2, got {folds}")
+    y = np.asarray(y).astype(str)
+    groups = None if groups is None else np.asarray(groups).astype(object)
+    splits = _splits(protocol, y, groups, folds, seed)
+    outs = Parallel(n_jobs=n_jobs)(delayed(_fit_fold)(estimator, X, y, tr, te)
+                                   for tr, te in splits)
+    classes = sorted(set(y))
+    proba = np.zeros((len(y), len(classes)))
+    fold_of = np.zeros(len(y), dtype=int)
+    per_fold = []
+    for k, ((tr, te), (cls, p)) in enumerate(zip(splits, outs)):
+        idx = [classes.index(c) for c in cls]
+        proba[np.ix_(te, idx)] = p
+        fold_of[te] = k
+        pred = np.asarray(classes)[np.argmax(proba[te], axis=1)]
+        per_fold.append({
+            "fold": k, "n_test": int(len(te)),
+            "accuracy": round(float(accuracy_score(y[te], pred)), 4),
+            "macro_f1": round(float(f1_score(y[te], pred, average="macro", zero_division=0)), 4),
+            "test_groups": sorted(set(groups[te].tolist())) if groups is not None else [],
+        })
+    pred = np.asarray(classes)[np.argmax(proba, axis=1)]
+    table = pd.DataFrame({"emotion": y, "predicted": pred, "fold": fold_of},
+                         index=X.index)
+    for j, c in enumerate(classes):
+        table[f"proba_{c}"] = proba[:, j]
+    params = estimator.get_params(deep=False) if hasattr(estimator, "get_params") else {}
+    return EvaluationResult(
+        protocol=protocol, accuracy=float(accuracy_score(y, pred)),
+        macro_f1=float(f1_score(y, pred, average="macro", zero_division=0)), folds=per_fold,
+        classes=classes, predictions=table,
+        n_groups=0 if groups is None else len(np.unique(groups)),
+        model={"class": type(estimator).__name__,
+               **{k: v for k, v in params.items() if isinstance(v, (int, float, str, bool))
+                  or v is None}})
+
+
+def write_report(result: EvaluationResult, out_dir: str | os.PathLike) -> Path:
+    """Write ``metrics.json``, ``per_class_report.txt``, ``predictions.csv``,
+    ``confusion_matrix.png`` and ``roc_curves.png`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = result.to_dict()
+    y, pred = result.predictions["emotion"], result.predictions["predicted"]
+    metrics["per_class"] = classification_report(y, pred, labels=result.classes,
+                                                  output_dict=True, zero_division=0)
+    proba = result.predictions[[f"proba_{c}" for c in result.classes]].to_numpy()
+    try:
+        metrics["roc_auc_ovr_macro"] = round(float(roc_auc_score(
+            y, proba, labels=result.classes, multi_class="ovr", average="macro")), 4)
+    except ValueError:
+        metrics["roc_auc_ovr_macro"] = None
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    text = [f"Protocol: {PROTOCOLS[result.protocol]}", "",
+            classification_report(y, pred, labels=result.classes, digits=3, zero_division=0)]
+    if result.comparison is not None:
+        c = result.comparison
+        text += ["", f"Beside it, {PROTOCOLS['random']}:",
+                 classification_report(c.predictions["emotion"], c.predictions["predicted"],
+                                       labels=c.classes, digits=3, zero_division=0)]
+    (out / "per_class_report.txt").write_text("\n".join(text))
+    result.predictions.to_csv(out / "predictions.csv")
+    _plot_confusion(y, pred, result.classes, out / "confusion_matrix.png",
+                    f"{result.protocol} CV: accuracy {result.accuracy:.3f}")
+    _plot_roc(y, proba, result.classes, out / "roc_curves.png",
+              f"{result.protocol} CV, one-vs-rest ROC")
+    return out
+
+
+def _plot_confusion(y, pred, classes, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    cm = confusion_matrix(y, pred, labels=classes)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.0 * len(classes) + 2, 1.0 * len(classes) + 1.5))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for i in range(len(classes)):
+        for j in range(len(classes)):
+            ax.text(j, i, f"{cm[i, j]}\n{norm[i, j]:.0%}", ha="center", va="center", fontsize=8,
+                    color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_roc(y, proba, classes, path, title):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 6))
+    y = np.asarray(y)
+    for j, c in enumerate(classes):
+        truth = (y == c).astype(int)
+        if truth.min() == truth.max():
+            continue
+        fpr, tpr, _ = roc_curve(truth, proba[:, j])
+        auc = roc_auc_score(truth, proba[:, j])
+        ax.plot(fpr, tpr, label=f"{c} (AUC {auc:.2f})")
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def evaluate_features(features, *, cv: str = "actor", folds: int = 5, report_dir=None,
+                      model: str = "stacking", speaker_norm: bool = True,
+                      random_comparison: bool = True, seed: int = 0,
+                      n_jobs: int | None = None, estimator=None) -> EvaluationResult:
+    """Cross-validate the package's classifier on a feature table and report.
+
+    Parameters
+    ----------
+    features : path or pandas.DataFrame
+        A features folder / CSV (see :func:`mer_pipeline.features.load_features`)
+        or a loaded table.
+    cv : {"actor", "subject", "random"}
+        ``actor``/``subject``: grouped folds on the ``group`` column (honest).
+        ``random``: the optimistic clip split alone.
+    folds : int
+    report_dir : path or None
+        Where :func:`write_report` writes; ``None`` writes nothing.
+    model, speaker_norm
+        Passed to :class:`~mer_pipeline.ensemble.EmotionClassifier`.
+    random_comparison : bool
+        With a grouped protocol, also compute the random-split figure and
+        report it beside the honest one.
+    seed : int
+    n_jobs : int or None
+        Folds fitted in parallel.
+    estimator : classifier or None
+        Evaluate this estimator instead of building one.
+
+    Returns
+    -------
+    EvaluationResult
+    """
+    from .ensemble import EmotionClassifier
+    from .features import load_features
+
+    table = features if isinstance(features, pd.DataFrame) else load_features(features)
+    table = table[table["emotion"].astype(str) != ""]
+    if estimator is None:
+        estimator = EmotionClassifier(model=model, speaker_norm=speaker_norm, random_state=seed)
+    groups = table["group"].to_numpy() if "group" in table.columns else None
+    y = table["emotion"].to_numpy()
+    result = cross_validate_model(estimator, table, y, groups=groups, protocol=cv, folds=folds,
+                                  seed=seed, n_jobs=n_jobs)
+    if cv != "random" and random_comparison:
+        result.comparison = cross_validate_model(estimator, table, y, groups=groups,
+                                                 protocol="random", folds=folds, seed=seed,
+                                                 n_jobs=n_jobs)
+    if report_dir is not None:
+        write_report(result, report_dir)
+    return result
