@@ -21,3 +21,11 @@ __all__ = [
     "CorruptMediaError", "NoAudioStreamError", "NoVideoStreamError", "SilentAudioError",
     "FeatureTableError",
 ]
+
+from .ensemble import EmotionClassifier  # noqa: E402
+from .evaluation import cross_validate_model, evaluate_features  # noqa: E402
+from .features import extract_features, load_features  # noqa: E402
+from .speaker import SpeakerNormalizer  # noqa: E402
+
+__all__ += ["EmotionClassifier", "SpeakerNormalizer", "cross_validate_model",
+            "evaluate_features", "extract_features", "load_features"]

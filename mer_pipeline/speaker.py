@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_array, check_is_fitted
 
 from .exceptions import ParameterError
 
@@ -35,8 +35,15 @@ def split_groups(X, group_col: str | None):
         cols = [c for c in X.columns if "__" in str(c)]
         if not cols:
             cols = [c for c in X.columns if c != group_col and pd.api.types.is_numeric_dtype(X[c])]
-        return X[cols].to_numpy(dtype=np.float64), groups, [str(c) for c in cols]
-    return np.asarray(X, dtype=np.float64), None, None
+        return _check(X[cols]), groups, [str(c) for c in cols]
+    return _check(X), None, None
+
+
+def _check(values) -> np.ndarray:
+    # NaN is allowed (a feature an extractor could not compute); it becomes 0
+    # after standardisation, i.e. the population or speaker mean
+    return check_array(values, dtype=np.float64, ensure_all_finite="allow-nan",
+                       accept_sparse=False)
 
 
 class SpeakerNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
@@ -80,7 +87,13 @@ class SpeakerNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         self.group_col = group_col
         self.min_clips = min_clips
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        return tags
+
     def fit(self, X, y=None):
+        """Learn the population statistics (the fallback) from ``X``."""
         if not isinstance(self.min_clips, (int, np.integer)) or self.min_clips < 2:
             raise ParameterError(f"min_clips must be an integer >= 2, got {self.min_clips!r}")
         values, _, names = split_groups(X, self.group_col)
@@ -90,8 +103,6 @@ class SpeakerNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         return self
 
     def _validate(self, values, *, reset, names):
-        if values.ndim != 2:
-            raise ParameterError(f"expected a 2-D feature matrix, got shape {values.shape}")
         if reset:
             self.n_features_in_ = values.shape[1]
             if names is not None:
@@ -104,6 +115,7 @@ class SpeakerNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
                                  f"expecting {self.n_features_in_} features as input")
 
     def transform(self, X):
+        """Standardise each speaker's rows; see the class docstring."""
         check_is_fitted(self, "mean_")
         values, groups, names = split_groups(X, self.group_col)
         self._validate(values, reset=False, names=names)

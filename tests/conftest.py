@@ -32,7 +32,7 @@ def make_tone(path: Path, *, freq=220.0, seconds=1.0, sr=16000, channels=1, amp=
     rng = np.random.default_rng(int(freq * 1000 + seconds * 10 + sr) % 2**32)
     t = np.arange(int(seconds * sr)) / sr
     env = 0.6 + 0.4 * np.sin(2 * np.pi * 2.0 * t)
-    y = amp * env * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(len(t))
+    y = amp * env * np.sin(2 * np.pi * freq * t) + 0.03 * amp * rng.standard_normal(len(t))
     if channels > 1:
         y = np.stack([y * (1 - 0.2 * c) for c in range(channels)], axis=1)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,89 @@
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from mer_pipeline.cli import build_parser, main
+
+from .conftest import shared_path
+
+COMMANDS = ["manifest", "extract", "features", "evaluate"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_examples(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and f"mer {command}" in out
+
+
+def test_console_script_runs():
+    out = subprocess.run([sys.executable, "-m", "mer_pipeline.cli", "--version"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "mer_pipeline" in out
+
+
+def test_manifest_command_writes_csv(mixed_corpus, tmp_path, capsys):
+    out = tmp_path / "m.csv"
+    assert main(["manifest", str(mixed_corpus), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "clips:    5" in text and "unparsed: 1" in text and "holiday_video.wav" in text
+    table = pd.read_csv(out)
+    assert {"clip_id", "emotion", "actor", "audio_path", "video_path"} <= set(table.columns)
+
+
+def test_library_errors_are_one_line(tmp_path, capsys):
+    assert main(["evaluate", "--features", str(tmp_path), "--report", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mer: error: no feature table") and "Traceback" not in err
+    with pytest.raises(SystemExit) as exc:   # the parser validates paths
+        main(["manifest", str(tmp_path / "missing")])
+    assert exc.value.code == 2
+
+
+def test_extract_then_features_then_evaluate(mixed_corpus, tmp_path, tone, capsys):
+    # extract: good clips written, bad ones in failures.csv
+    assert main(["extract", str(mixed_corpus), "--out", str(tmp_path / "x"), "--n-jobs", "1",
+                 "--no-progress"]) == 0
+    assert "computed 5, from cache 0" in capsys.readouterr().out
+    assert main(["extract", str(mixed_corpus), "--out", str(tmp_path / "x"), "--n-jobs", "1",
+                 "--no-progress"]) == 0
+    assert "computed 0, from cache 5" in capsys.readouterr().out
+    # a small corpus of 5 actors x 2 emotions for features + evaluate
+    data = tmp_path / "data"
+    for actor in range(1, 6):
+        for emo, freq in (("03", 180.0), ("04", 320.0)):
+            for rep in (1, 2):
+                tone(f"data/Actor_{actor:02d}/03-01-{emo}-01-01-0{rep}-{actor:02d}.wav",
+                     freq=freq + 7 * actor + rep, seconds=0.8)
+    feats = tmp_path / "feats"
+    assert main(["features", str(data), "--out", str(feats), "--audio-set", "egemaps",
+                 "--n-jobs", "1", "--no-progress"]) == 0
+    assert (feats / "audio_features.csv").is_file()
+    report = tmp_path / "report"
+    assert main(["evaluate", "--features", str(feats), "--folds", "5", "--model", "logreg",
+                 "--report", str(report), "--n-jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "actor-independent" in out and "OPTIMISTIC" in out
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["n_clips"] == 20 and metrics["n_groups"] == 5
+    assert metrics["accuracy"] > 0.8  # pitch separates the two synthetic "emotions"
+
+
+def test_parser_defaults_come_from_config():
+    from mer_pipeline import config
+
+    args = build_parser().parse_args(["extract", ".", "--out", "x"])
+    assert args.sr == config.SAMPLE_RATE and args.fps == config.FRAME_RATE
+
+
+@pytest.mark.shared
+def test_manifest_on_shared_ravdess(capsys):
+    assert main(["manifest", str(shared_path("ravdess_speech")), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["clips"] == 1200 and summary["actors"] == 20
+    assert len(summary["emotions"]) == 8 and summary["unparsed"] == 0

@@ -1,0 +1,54 @@
+import json
+
+import numpy as np
+import pytest
+
+from mer_pipeline import EmotionClassifier, ParameterError, cross_validate_model, evaluate_features
+
+from .test_models import synthetic_table
+
+
+def test_grouped_folds_never_share_an_actor(tmp_path):
+    table = synthetic_table(n_speakers=10)
+    result = evaluate_features(table, cv="actor", folds=5, report_dir=tmp_path,
+                               model="logreg", n_jobs=1)
+    preds = result.predictions.join(table["group"])
+    per_group = preds.groupby("group")["fold"].nunique()
+    assert (per_group == 1).all()              # each actor lives in one test fold
+    assert len(result.folds) == 5 and result.accuracy > 0.8
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["protocol"] == "actor" and "no actor in both" in metrics["protocol_description"]
+    assert set(metrics) >= {"accuracy", "macro_f1", "folds", "classes", "per_class",
+                            "optimistic_random_split"}
+    assert metrics["optimistic_random_split"]["protocol"] == "random"
+    for name in ("confusion_matrix.png", "roc_curves.png", "per_class_report.txt",
+                 "predictions.csv"):
+        assert (tmp_path / name).stat().st_size > 0
+    assert (tmp_path / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    assert "OPTIMISTIC" in result.format()
+
+
+def test_random_split_mixes_actors():
+    table = synthetic_table(n_speakers=4)
+    result = cross_validate_model(EmotionClassifier(model="logreg"), table, table["emotion"],
+                                  protocol="random", folds=3)
+    preds = result.predictions.join(table["group"])
+    assert (preds.groupby("group")["fold"].nunique() > 1).any()
+
+
+def test_grouped_protocol_needs_actor_ids():
+    table = synthetic_table(n_speakers=4)
+    table.loc[table.index[:3], "group"] = ""
+    with pytest.raises(ParameterError, match="3 clips have no actor"):
+        evaluate_features(table, cv="actor", folds=2, model="logreg")
+    with pytest.raises(ParameterError, match="need at least 5 actors"):
+        evaluate_features(synthetic_table(n_speakers=3), cv="actor", folds=5, model="logreg")
+
+
+def test_fold_probabilities_are_out_of_fold():
+    table = synthetic_table(n_speakers=6)
+    result = cross_validate_model(EmotionClassifier(model="logreg"), table, table["emotion"],
+                                  groups=table["group"], protocol="actor", folds=3)
+    proba = result.predictions[[f"proba_{c}" for c in result.classes]].to_numpy()
+    assert np.allclose(proba.sum(axis=1), 1)
+    assert set(result.predictions["fold"]) == {0, 1, 2}
