@@ -15,6 +15,10 @@ Sets (combine with ``+``, e.g. ``"egemaps+compare"``):
     openSMILE ComParE_2016 functionals (6,373): the INTERSPEECH
     Computational Paralinguistics Challenge set of energy, spectral, MFCC and
     voicing descriptors with many functionals each.
+``emobase``
+    openSMILE emobase functionals (988): the openSMILE emotion baseline set
+    (MFCC, pitch, energy, LSP, voicing probability, ZCR and their deltas,
+    with 19 functionals each).
 ``librosa``
     librosa statistics at 16 kHz (25 ms windows, 10 ms hop): mean and std
     of 20 MFCCs and their deltas and delta-deltas, spectral contrast (7
@@ -83,6 +87,10 @@ def _compare(y, sr):
     return _opensmile(y, sr, "ComParE_2016", "compare")
 
 
+def _emobase(y, sr):
+    return _opensmile(y, sr, "emobase", "emobase")
+
+
 def _librosa_stats(y: np.ndarray, sr: int) -> dict:
     import librosa
 
@@ -137,6 +145,7 @@ FEATURE_SETS: dict = {
     "seed45": (_seed45, 22_050, "the design's 45 librosa means at 22.05 kHz (comparison only)"),
     "egemaps": (_egemaps, SAMPLE_RATE, "openSMILE eGeMAPSv02 functionals (88)"),
     "compare": (_compare, SAMPLE_RATE, "openSMILE ComParE_2016 functionals (6,373)"),
+    "emobase": (_emobase, SAMPLE_RATE, "openSMILE emobase functionals (988)"),
     "librosa": (_librosa_stats, SAMPLE_RATE, "librosa MFCC/delta/contrast/chroma/energy "
                                              "statistics at 16 kHz"),
 }

@@ -278,7 +278,7 @@ def _plot_roc(y, proba, classes, path, title):
 
 
 def evaluate_features(features, *, cv: str = "actor", folds: int = 5, report_dir=None,
-                      model: str = "stacking", speaker_norm: bool = True,
+                      model: str | None = None, speaker_norm: bool = True,
                       random_comparison: bool = True, seed: int = 0,
                       n_jobs: int | None = None, estimator=None) -> EvaluationResult:
     """Cross-validate the package's classifier on a feature table and report.
@@ -295,7 +295,8 @@ def evaluate_features(features, *, cv: str = "actor", folds: int = 5, report_dir
     report_dir : path or None
         Where :func:`write_report` writes; ``None`` writes nothing.
     model, speaker_norm
-        Passed to :class:`~mer_pipeline.ensemble.EmotionClassifier`.
+        Passed to :class:`~mer_pipeline.ensemble.EmotionClassifier`
+        (``model=None``: its default).
     random_comparison : bool
         With a grouped protocol, also compute the random-split figure and
         report it beside the honest one.
@@ -315,7 +316,8 @@ def evaluate_features(features, *, cv: str = "actor", folds: int = 5, report_dir
     table = features if isinstance(features, pd.DataFrame) else load_features(features)
     table = table[table["emotion"].astype(str) != ""]
     if estimator is None:
-        estimator = EmotionClassifier(model=model, speaker_norm=speaker_norm, random_state=seed)
+        kw = {} if model is None else {"model": model}
+        estimator = EmotionClassifier(speaker_norm=speaker_norm, random_state=seed, **kw)
     groups = table["group"].to_numpy() if "group" in table.columns else None
     y = table["emotion"].to_numpy()
     result = cross_validate_model(estimator, table, y, groups=groups, protocol=cv, folds=folds,

@@ -118,3 +118,29 @@ def test_mismatched_columns_are_refused():
 ])
 def test_sklearn_contract(estimator, check):
     check(estimator)
+
+
+def test_probability_blend_rules():
+    from mer_pipeline.ensemble import ProbabilityBlend
+    from sklearn.linear_model import LogisticRegression
+
+    table = synthetic_table()
+    X = table[[c for c in table.columns if "__" in c]].to_numpy()
+    y = table["emotion"].to_numpy()
+    members = [("a", LogisticRegression(C=0.1)), ("b", LogisticRegression(C=10.0))]
+    geo = ProbabilityBlend(members).fit(X, y).predict_proba(X)
+    ari = ProbabilityBlend(members, rule="arithmetic").fit(X, y).predict_proba(X)
+    assert np.allclose(geo.sum(axis=1), 1) and np.allclose(ari.sum(axis=1), 1)
+    pa, pb = (m.fit(X, y).predict_proba(X) for _, m in members)
+    expected = np.sqrt(pa * pb)
+    assert np.allclose(geo, expected / expected.sum(axis=1, keepdims=True))
+    assert np.allclose(ari, (pa + pb) / 2)
+    with pytest.raises(ParameterError, match="blend_rule"):
+        EmotionClassifier(blend_rule="median").fit(table, y)
+
+
+def test_block_C_overrides_by_set_name():
+    table = synthetic_table()
+    clf = EmotionClassifier(block_C=(("a", 5.0),), logreg_C=0.5).fit(table, table["emotion"])
+    Cs = {name: est.steps[-1][1].C for name, est in clf.estimator_.estimators}
+    assert Cs == {"lin_audio_a": 5.0, "lin_audio_b": 0.5, "lin_all": 0.5}
