@@ -132,7 +132,7 @@ def test_probability_blend_rules():
     ari = ProbabilityBlend(members, rule="arithmetic").fit(X, y).predict_proba(X)
     assert np.allclose(geo.sum(axis=1), 1) and np.allclose(ari.sum(axis=1), 1)
     pa, pb = (m.fit(X, y).predict_proba(X) for _, m in members)
-    expected = np.sqrt(pa * pb)
+    expected = np.sqrt(np.clip(pa, 1e-12, 1) * np.clip(pb, 1e-12, 1))
     assert np.allclose(geo, expected / expected.sum(axis=1, keepdims=True))
     assert np.allclose(ari, (pa + pb) / 2)
     with pytest.raises(ParameterError, match="blend_rule"):
