@@ -12,7 +12,7 @@ REPORT ?= reports
 N_JOBS ?= -1
 FOLDS ?= 5
 
-.PHONY: help install test demo features evaluate bench-audio clean
+.PHONY: help install test demo need-data features evaluate bench-audio clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -28,19 +28,21 @@ install: $(VENV)/.installed ## create .venv and install the package with everyth
 test: install ## install, then run the whole test suite
 	$(PY) -m pytest
 
-demo: install ## install, then run the job end to end on DATA (default: ../shared RAVDESS speech)
+need-data:
 	@if [ -z "$(DATA)" ]; then \
-	  echo "make demo needs clips: pass DATA=/path/to/RAVDESS (folders Actor_01 ... Actor_24)."; \
+	  echo "This target needs clips: pass DATA=/path/to/RAVDESS (folders Actor_01 ... Actor_24)."; \
 	  echo "RAVDESS is free for research (CC BY-NC-SA 4.0): https://zenodo.org/record/1188976"; \
 	  echo "Download Audio_Speech_Actors_01-24.zip (audio) or the Video_Speech_Actor_*.zip files, unzip, and pass the folder."; \
 	  exit 2; fi
+
+demo: install need-data ## install, then run the job end to end on DATA (default: ../shared RAVDESS speech)
 	$(MER) manifest $(DATA)
 	$(MER) features $(DATA) --out $(FEATURES) --n-jobs $(N_JOBS)
 	$(MER) evaluate --features $(FEATURES) --cv actor --folds $(FOLDS) --report $(REPORT) --n-jobs $(N_JOBS)
 	@echo "demo: features -> evaluate done (report in $(REPORT)/). Training a persisted model and"
 	@echo "batch scoring (mer train / mer score) arrive with the multimodal model; not run here."
 
-features: install ## extract per-clip features of DATA into FEATURES/
+features: install need-data ## extract per-clip features of DATA into FEATURES/
 	$(MER) features $(DATA) --out $(FEATURES) --n-jobs $(N_JOBS)
 
 evaluate: install ## actor-grouped CV report of FEATURES/ into REPORT/

@@ -76,6 +76,18 @@ def _run_kwargs(args) -> dict:
             "retry_failed": args.retry_failed}
 
 
+def _command(sub, name: str, func, *, help: str, description: str, epilog: str,
+             data: bool = True) -> argparse.ArgumentParser:
+    """A subcommand with help, examples and (unless ``data=False``) the DATA paths."""
+    p = sub.add_parser(name, help=help, description=description, epilog=epilog,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    if data:
+        p.add_argument("data", nargs="+", type=_existing_path, metavar="DATA",
+                       help="folder, media file or CSV listing")
+    p.set_defaults(func=func)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``mer`` argument parser (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(
@@ -84,23 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mer_pipeline {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("manifest", help="list the clips of one or more corpora",
-                       description="Walk folders (or read CSV listings) and summarise the "
-                                   "clips: count, actors, emotions, unparsed files.",
-                       epilog=EPILOG_MANIFEST, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("data", nargs="+", type=_existing_path, metavar="DATA",
-                   help="folder, media file or CSV listing")
+    p = _command(sub, "manifest", cmd_manifest, help="list the clips of one or more corpora",
+                 description="Walk folders (or read CSV listings) and summarise the clips: "
+                             "count, actors, emotions, unparsed files.",
+                 epilog=EPILOG_MANIFEST)
     p.add_argument("--out", type=Path, help="write the manifest CSV here")
     p.add_argument("--unparsed-out", type=Path, help="write the unparsed files (path, reason) here")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.set_defaults(func=cmd_manifest)
 
-    p = sub.add_parser("extract", help="stage 1: WAV (16 kHz mono) and frames (3 fps) per clip",
-                       description="Decode each clip once: its audio to DIR/audio/<clip_id>.wav "
-                                   "and its sampled frames to DIR/frames/<clip_id>.npy. Bad clips "
-                                   "go to DIR/failures.csv; a re-run only does new work.",
-                       epilog=EPILOG_EXTRACT, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("data", nargs="+", type=_existing_path, metavar="DATA")
+    p = _command(sub, "extract", cmd_extract,
+                 help="stage 1: WAV (16 kHz mono) and frames (3 fps) per clip",
+                 description="Decode each clip once: its audio to DIR/audio/<clip_id>.wav and "
+                             "its sampled frames to DIR/frames/<clip_id>.npy. Bad clips go to "
+                             "DIR/failures.csv; a re-run only does new work.",
+                 epilog=EPILOG_EXTRACT)
     p.add_argument("--out", type=Path, required=True, metavar="DIR")
     p.add_argument("--sr", type=_positive_int, default=config.SAMPLE_RATE,
                    help="audio sample rate in Hz (default %(default)s)")
@@ -110,14 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="downscale frames so the longer side is at most this")
     p.add_argument("--no-frames", action="store_true", help="write audio only")
     _add_run_options(p)
-    p.set_defaults(func=cmd_extract)
 
-    p = sub.add_parser("features", help="stage 2: per-clip feature table(s) under DIR",
-                       description="Extract features per clip and write DIR/audio_features.csv "
-                                   "(columns clip_id, metadata, audio__*), with failures in "
-                                   "DIR/failures.csv.",
-                       epilog=EPILOG_FEATURES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("data", nargs="+", type=_existing_path, metavar="DATA")
+    p = _command(sub, "features", cmd_features,
+                 help="stage 2: per-clip feature table(s) under DIR",
+                 description="Extract features per clip and write DIR/audio_features.csv "
+                             "(columns clip_id, metadata, audio__*), with failures in "
+                             "DIR/failures.csv.",
+                 epilog=EPILOG_FEATURES)
     p.add_argument("--out", type=Path, default=Path(config.FEATURES_DIR), metavar="DIR",
                    help="output folder (default %(default)s)")
     p.add_argument("--modalities", default="audio",
@@ -127,14 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "see `mer features --list-sets`)")
     p.add_argument("--list-sets", action="store_true", help=argparse.SUPPRESS)
     _add_run_options(p)
-    p.set_defaults(func=cmd_features)
 
-    p = sub.add_parser("evaluate", help="actor-independent cross-validation report",
-                       description="Grouped K-fold CV (no actor in both train and test) with "
-                                   "every fitted step inside the folds, beside the optimistic "
-                                   "random-split figure. Writes metrics.json, a per-class report, "
-                                   "a confusion matrix and ROC curves (PNG) to --report.",
-                       epilog=EPILOG_EVALUATE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = _command(sub, "evaluate", cmd_evaluate, data=False,
+                 help="actor-independent cross-validation report",
+                 description="Grouped K-fold CV (no actor in both train and test) with every "
+                             "fitted step inside the folds, beside the optimistic random-split "
+                             "figure. Writes metrics.json, a per-class report, a confusion "
+                             "matrix and ROC curves (PNG) to --report.",
+                 epilog=EPILOG_EVALUATE)
     p.add_argument("--features", type=_existing_path, default=Path(config.FEATURES_DIR),
                    metavar="DIR_OR_CSV", help="feature folder or CSV (default %(default)s)")
     p.add_argument("--cv", choices=["actor", "subject", "random"], default="actor",
@@ -150,8 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-random", action="store_true",
                    help="skip the optimistic random-split comparison")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-jobs", type=int, default=config.N_JOBS)
-    p.set_defaults(func=cmd_evaluate)
+    p.add_argument("--n-jobs", type=int, default=config.N_JOBS,
+                   help="folds fitted in parallel (default %(default)s)")
     return parser
 
 
