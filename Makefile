@@ -9,10 +9,15 @@ SHARED_RAVDESS := ../shared/data/ravdess_speech
 DATA ?= $(if $(wildcard $(SHARED_RAVDESS)),$(SHARED_RAVDESS),)
 FEATURES ?= features
 REPORT ?= reports
+MODEL ?= artifacts/model.joblib
+PREDICTIONS ?= predictions.csv
+# INPUT: clips or feature CSVs to score; defaults to other speakers' clips (TESS, SAVEE) in ../shared
+SHARED_OTHER := $(wildcard ../shared/data/samples/tess ../shared/data/samples/savee)
+INPUT ?= $(SHARED_OTHER)
 N_JOBS ?= -1
 FOLDS ?= 5
 
-.PHONY: help install test demo need-data features evaluate bench-audio clean
+.PHONY: help install test demo need-data features evaluate train score bench-audio clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -39,14 +44,25 @@ demo: install need-data ## install, then run the job end to end on DATA (default
 	$(MER) manifest $(DATA)
 	$(MER) features $(DATA) --out $(FEATURES) --n-jobs $(N_JOBS)
 	$(MER) evaluate --features $(FEATURES) --cv actor --folds $(FOLDS) --report $(REPORT) --n-jobs $(N_JOBS)
-	@echo "demo: features -> evaluate done (report in $(REPORT)/). Training a persisted model and"
-	@echo "batch scoring (mer train / mer score) arrive with the multimodal model; not run here."
+	$(MER) train --features $(FEATURES) --out $(MODEL) --folds 0
+	@if [ -n "$(strip $(INPUT))" ]; then \
+	  $(MER) score --model $(MODEL) $(INPUT) --out $(PREDICTIONS) --n-jobs $(N_JOBS) --no-progress; \
+	else echo "no INPUT to score: pass INPUT=clips/or/features.csv"; fi
+	@echo "demo done: features in $(FEATURES)/, honest report in $(REPORT)/, model $(MODEL), predictions $(PREDICTIONS)."
+	@echo "(audio only for now: the face stage and the multimodal fusion model are the next stages)"
 
 features: install need-data ## extract per-clip features of DATA into FEATURES/
 	$(MER) features $(DATA) --out $(FEATURES) --n-jobs $(N_JOBS)
 
 evaluate: install ## actor-grouped CV report of FEATURES/ into REPORT/
 	$(MER) evaluate --features $(FEATURES) --cv actor --folds $(FOLDS) --report $(REPORT) --n-jobs $(N_JOBS)
+
+train: install ## fit the classifier on FEATURES/ and save it to MODEL (with actor-grouped CV figures)
+	$(MER) train --features $(FEATURES) --out $(MODEL) --folds $(FOLDS) --n-jobs $(N_JOBS)
+
+score: install ## score INPUT (clips, folders or feature CSVs) with MODEL into PREDICTIONS
+	@if [ -z "$(strip $(INPUT))" ]; then echo "pass INPUT=clips/or/features.csv"; exit 2; fi
+	$(MER) score --model $(MODEL) $(INPUT) --out $(PREDICTIONS) --n-jobs $(N_JOBS)
 
 bench-audio: install ## audio benchmark: extraction speed and accuracy table -> benchmarks/results/
 	$(PY) benchmarks/bench_audio.py --data $(SHARED_RAVDESS) --out benchmarks/results

@@ -29,3 +29,8 @@ from .speaker import SpeakerNormalizer  # noqa: E402
 
 __all__ += ["EmotionClassifier", "SpeakerNormalizer", "cross_validate_model",
             "evaluate_features", "extract_features", "load_features"]
+
+from .persistence import ArtifactError, load_model, save_model, train_and_save  # noqa: E402
+from .scoring import score_inputs  # noqa: E402
+
+__all__ += ["ArtifactError", "load_model", "save_model", "train_and_save", "score_inputs"]

@@ -35,6 +35,20 @@ EPILOG_EVALUATE = """examples:
 """
 
 
+EPILOG_TRAIN = """examples:
+  mer train --features features/ --out artifacts/model.joblib
+  mer train --features features/ --model stacking --folds 0
+"""
+EPILOG_SCORE = """examples:
+  mer score --model artifacts/model.joblib features/audio_features.csv --out predictions.csv
+  mer score --model artifacts/model.joblib ../shared/data/samples/tess --out predictions.csv
+"""
+EPILOG_PREDICT = """examples:
+  mer predict ../shared/data/samples/tess/OAF_book_happy.wav
+  mer predict clip.mp4 --model artifacts/model.joblib --json
+"""
+
+
 def _existing_path(text: str) -> Path:
     path = Path(text)
     if not path.exists():
@@ -160,7 +174,102 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-jobs", type=int, default=config.N_JOBS,
                    help="folds fitted in parallel (default %(default)s)")
+    p = _command(sub, "train", cmd_train, data=False,
+                 help="fit the classifier on a feature table and save it with metadata",
+                 description="Fit EmotionClassifier on all clips of the feature table and save "
+                             "it (joblib) with its metadata (versions, feature columns, classes, "
+                             "actors seen, actor-grouped CV figures, SHA-256) beside it.",
+                 epilog=EPILOG_TRAIN)
+    p.add_argument("--features", type=_existing_path, default=Path(config.FEATURES_DIR),
+                   metavar="DIR_OR_CSV", help="feature folder or CSV (default %(default)s)")
+    p.add_argument("--out", type=Path, default=Path(config.ARTIFACTS_DIR) / "model.joblib",
+                   help="artifact path (default %(default)s)")
+    p.add_argument("--model", choices=list(MODELS), default=None,
+                   help="classifier (default: blend)")
+    p.add_argument("--folds", type=int, default=5,
+                   help="actor-grouped CV folds for the metadata's figures (0: skip)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-jobs", type=int, default=config.N_JOBS,
+                   help="folds fitted in parallel (default %(default)s)")
+
+    p = _command(sub, "score", cmd_score,
+                 help="score feature CSVs or media files with a trained model",
+                 description="Predict every clip of feature CSVs or media files/folders "
+                             "(features are extracted on the way, through the cache). Writes "
+                             "clip_id, predicted, proba_<class> per class and modalities to "
+                             "--out, and failures.csv beside it.",
+                 epilog=EPILOG_SCORE)
+    p.add_argument("--model", type=Path, default=Path(config.ARTIFACTS_DIR) / "model.joblib",
+                   help="model artifact (default %(default)s)")
+    p.add_argument("--out", type=Path, default=Path("predictions.csv"),
+                   help="predictions CSV (default %(default)s)")
+    p.add_argument("--trust", action="store_true",
+                   help="load the model even if its hash or versions do not match (joblib runs "
+                        "code on load: only for artifacts from a source you trust)")
+    _add_run_options(p)
+
+    p = _command(sub, "predict", cmd_predict, help="print one clip's prediction",
+                 description="Predict one clip (a media file) and print the label and the "
+                             "class probabilities.", epilog=EPILOG_PREDICT)
+    p.add_argument("--model", type=Path, default=Path(config.ARTIFACTS_DIR) / "model.joblib")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--trust", action="store_true", help="see `mer score --help`")
     return parser
+
+
+def cmd_train(args) -> int:
+    from .persistence import train_and_save
+
+    _, meta = train_and_save(args.features, args.out, model=args.model,
+                             cv_folds=args.folds or None, seed=args.seed, n_jobs=args.n_jobs)
+    print(f"trained {meta['estimator']}({meta['params'].get('model')}) on "
+          f"{meta['training']['n_clips']} clips, {len(meta['training'].get('actors', []))} actors, "
+          f"{len(meta['classes'])} classes")
+    if meta.get("cv_metrics"):
+        cv = meta["cv_metrics"]
+        print(f"actor-grouped {cv['n_folds']}-fold CV: accuracy {cv['accuracy']:.4f}, "
+              f"macro-F1 {cv['macro_f1']:.4f}")
+    print(f"saved {args.out} (+ {args.out.name}.json, sha256 {meta['sha256'][:12]}…)")
+    return 0
+
+
+def cmd_score(args) -> int:
+    from .scoring import score_inputs
+
+    kw = _run_kwargs(args)
+    predictions, failures = score_inputs(args.model, args.data, out=args.out, trust=args.trust,
+                                         **kw)
+    print(f"scored {len(predictions)} clips -> {args.out}")
+    counts = predictions["predicted"].value_counts()
+    print("predicted: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    if "emotion" in predictions.columns:
+        known = predictions[predictions["emotion"].astype(str) != ""]
+        if len(known):
+            acc = float((known["emotion"] == known["predicted"]).mean())
+            print(f"accuracy on the {len(known)} clips whose names carry a label: {acc:.4f}")
+    if len(failures):
+        print(f"{len(failures)} failure(s) in {args.out.parent / 'failures.csv'}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .scoring import score_inputs
+
+    predictions, failures = score_inputs(args.model, args.data, trust=args.trust, n_jobs=1,
+                                         progress=False)
+    if args.json:
+        rows = predictions.reset_index().to_dict("records")
+        print(json.dumps({"predictions": rows,
+                          "failures": failures.to_dict("records")}, indent=2, default=str))
+        return 0 if len(predictions) else 1
+    for clip_id, row in predictions.iterrows():
+        probs = {c[len("proba_"):]: row[c] for c in predictions.columns if c.startswith("proba_")}
+        top = sorted(probs.items(), key=lambda kv: -kv[1])
+        print(f"{clip_id}: {row['predicted']} (" + ", ".join(f"{k} {v:.2f}" for k, v in top[:3])
+              + f"; modalities: {row['modalities']})")
+    for row in failures.itertuples():
+        print(f"{row.clip_id or row.path}: failed [{row.stage}] {row.error}")
+    return 0 if len(predictions) else 1
 
 
 def cmd_manifest(args) -> int:

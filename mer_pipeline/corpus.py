@@ -371,7 +371,8 @@ class CorpusScan:
         return "\n".join(lines)
 
 
-def discover(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> CorpusScan:
+def discover(paths: str | os.PathLike | Sequence[str | os.PathLike], *,
+             require_labels: bool = True) -> CorpusScan:
     """Walk folders (or read CSV listings) into a clip manifest.
 
     Parameters
@@ -380,6 +381,10 @@ def discover(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> CorpusSc
         Folders to walk, media files, or CSV listings (columns ``path``,
         absolute or relative to the CSV, ``label`` or ``emotion``, optional
         ``subject``/``actor``/``speaker``, optional ``clip_id``).
+    require_labels : bool, default=True
+        With ``False`` (scoring new clips), a media file whose name carries no
+        label becomes a clip of corpus ``unlabelled`` with an empty emotion and
+        no actor, keyed by its file name, instead of an unparsed file.
 
     Returns
     -------
@@ -431,7 +436,12 @@ def discover(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> CorpusSc
                 # records it as a per-clip failure with its reason
                 records.append(_parse_in_folder(path, base))
             except _Unparsed as exc:
-                unparsed.append({"path": str(path), "reason": str(exc)})
+                if require_labels:
+                    unparsed.append({"path": str(path), "reason": str(exc)})
+                else:
+                    kind = _media_kind(path)
+                    records.append(_record("unlabelled", _slug(path.stem), "", "", "", path,
+                                           "audio+video" if kind == "video" else kind))
     clips, dup = _assemble(records)
     unparsed.extend(dup)
     return CorpusScan(clips=clips, unparsed=pd.DataFrame(unparsed, columns=UNPARSED_COLUMNS),

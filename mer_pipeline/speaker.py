@@ -62,7 +62,8 @@ class SpeakerNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     ----------
     group_col : str, default="group"
         Column of the feature table that holds the speaker id. Arrays (no
-        column) are standardised by the training statistics alone.
+        column) and clips with an empty speaker id are standardised by the
+        training statistics alone.
     min_clips : int, default=10
         Fewest clips of a speaker for its own statistics to be used.
 
@@ -122,6 +123,8 @@ class SpeakerNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         out = (values - self.mean_) / self.scale_
         if groups is not None:
             for g in pd.unique(groups):
+                if g in ("", "nan", "None"):  # unknown speaker: population statistics
+                    continue
                 rows = groups == g
                 if rows.sum() >= self.min_clips:
                     sub = values[rows]

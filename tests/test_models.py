@@ -128,8 +128,8 @@ def test_probability_blend_rules():
     X = table[[c for c in table.columns if "__" in c]].to_numpy()
     y = table["emotion"].to_numpy()
     members = [("a", LogisticRegression(C=0.1)), ("b", LogisticRegression(C=10.0))]
-    geo = ProbabilityBlend(members).fit(X, y).predict_proba(X)
-    ari = ProbabilityBlend(members, rule="arithmetic").fit(X, y).predict_proba(X)
+    geo = ProbabilityBlend(members, rule="geometric").fit(X, y).predict_proba(X)
+    ari = ProbabilityBlend(members).fit(X, y).predict_proba(X)
     assert np.allclose(geo.sum(axis=1), 1) and np.allclose(ari.sum(axis=1), 1)
     pa, pb = (m.fit(X, y).predict_proba(X) for _, m in members)
     expected = np.sqrt(np.clip(pa, 1e-12, 1) * np.clip(pb, 1e-12, 1))

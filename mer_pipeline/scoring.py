@@ -1,0 +1,168 @@
+"""Scoring with a trained model: feature CSVs or media files in, one row per clip out."""
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .exceptions import FeatureTableError
+from .features import META_COLUMNS, feature_columns, load_features
+
+__all__ = ["align_features", "predict_table", "score_inputs", "feature_set_of"]
+
+
+def feature_set_of(columns) -> str:
+    """The audio feature set a model's columns come from (``egemaps+compare+...``)."""
+    parts = []
+    for col in columns:
+        if str(col).startswith("audio__"):
+            part = str(col)[len("audio__"):].split("_", 1)[0]
+            if part not in parts:
+                parts.append(part)
+    return "+".join(parts)
+
+
+def align_features(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Check a feature table against a model's columns and put them in its order.
+
+    Missing feature columns are an error that lists them; extra ones are
+    ignored with a warning.
+
+    Raises
+    ------
+    FeatureTableError
+    """
+    have = set(table.columns)
+    missing = [c for c in columns if c not in have]
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" … ({len(missing)} in all)" if len(missing) > 10
+                                           else "")
+        raise FeatureTableError(f"the feature table lacks {len(missing)} column(s) the model "
+                                f"needs: {shown}")
+    extra = [c for c in feature_columns(table) if c not in set(columns)]
+    if extra:
+        warnings.warn(f"ignoring {len(extra)} feature column(s) the model does not use "
+                      f"(e.g. {extra[0]})", stacklevel=2)
+    meta = [c for c in META_COLUMNS if c in table.columns]
+    return table[meta + list(columns)]
+
+
+def predict_table(model, table: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+    """Predictions for a feature table: ``predicted``, ``proba_<class>``, ``modalities``.
+
+    Parameters
+    ----------
+    model : fitted classifier with ``predict_proba`` and ``classes_``
+    table : pandas.DataFrame
+        Indexed by ``clip_id``.
+    columns : list of str or None
+        The model's feature columns (default: ``model.feature_names_in_``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``clip_id``; probabilities sum to 1 per row.
+    """
+    columns = list(columns if columns is not None else model.feature_names_in_)
+    X = align_features(table, columns)
+    if "group" not in X.columns:
+        X = X.assign(group="")
+    proba = model.predict_proba(X)
+    classes = [str(c) for c in model.classes_]
+    out = pd.DataFrame(index=X.index.rename("clip_id"))
+    out["predicted"] = np.asarray(classes)[np.argmax(proba, axis=1)]
+    for j, c in enumerate(classes):
+        out[f"proba_{c}"] = proba[:, j]
+    used = sorted({c.split("__", 1)[0] for c in columns if "__" in c})
+    out["modalities"] = "+".join(used)
+    if "emotion" in table.columns and (table["emotion"].astype(str) != "").any():
+        out.insert(0, "emotion", table["emotion"])
+    return out
+
+
+def _is_feature_csv(path: Path) -> bool:
+    if path.suffix.lower() != ".csv" or not path.is_file():
+        return False
+    header = pd.read_csv(path, nrows=0).columns
+    return "clip_id" in header and any("__" in c for c in header)
+
+
+def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLike | None = None,
+                 trust: bool = False, cache_dir=None, n_jobs: int | None = -1,
+                 backend: str = "loky", scheduler: str | None = None, progress: bool = True,
+                 retry_failed: bool = False):
+    """Score feature CSVs and/or media files and folders with a saved model.
+
+    Parameters
+    ----------
+    model_path : path
+        A model saved by :func:`mer_pipeline.persistence.save_model` (checked
+        by :func:`~mer_pipeline.persistence.load_model`).
+    inputs : sequence of paths
+        Feature CSVs (columns ``clip_id`` and ``<modality>__…``) or media files,
+        folders and listings; media get their features extracted on the way,
+        through the same per-clip cache as ``mer features``. Labels in the file
+        names are kept (column ``emotion``) but not needed.
+    out : path or None
+        Write the predictions CSV here, and ``failures.csv`` beside it.
+    trust : bool
+        Passed to :func:`~mer_pipeline.persistence.load_model`.
+    cache_dir, n_jobs, backend, scheduler, progress, retry_failed
+        See :func:`mer_pipeline.parallel.map_clips`; the cache defaults to
+        ``$MER_CACHE_DIR`` or ``features/.cache``.
+
+    Returns
+    -------
+    predictions : pandas.DataFrame
+        One row per clip: ``predicted``, ``proba_<class>`` per class,
+        ``modalities``.
+    failures : pandas.DataFrame
+        Clips that could not be scored, with the stage and reason.
+    """
+    from .config import CACHE_ENV, FEATURES_DIR
+    from .corpus import discover
+    from .features import extract_features
+    from .parallel import FAILURE_COLUMNS, write_failures
+    from .persistence import load_model
+
+    model, meta = load_model(model_path, trust=trust)
+    columns = meta.get("feature_columns") or list(model.feature_names_in_)
+    inputs = [Path(p) for p in inputs]
+    tables, failures = [], [pd.DataFrame(columns=FAILURE_COLUMNS)]
+    media = [p for p in inputs if not _is_feature_csv(p)]
+    for path in inputs:
+        if path not in media:
+            tables.append(load_features(path, required_meta=()))
+    if media:
+        scan = discover(media, require_labels=False)
+        cache = cache_dir or os.environ.get(CACHE_ENV) or Path(FEATURES_DIR) / ".cache"
+        with tempfile.TemporaryDirectory() as tmp:
+            _, run = extract_features(scan, tmp, audio_set=feature_set_of(columns),
+                                      cache_dir=cache, n_jobs=n_jobs, backend=backend,
+                                      scheduler=scheduler, progress=progress,
+                                      retry_failed=retry_failed)
+            table = load_features(tmp, required_meta=()) if run.values else None
+        if table is not None:
+            tables.append(table)
+        failures.append(run.failures)
+    if not tables:
+        raise FeatureTableError("nothing to score: no clip yielded features "
+                                "(see the failures listed)" if media else "no input given")
+    table = pd.concat(tables)
+    dup = table.index.duplicated()
+    if dup.any():
+        warnings.warn(f"{int(dup.sum())} clip id(s) appear twice; keeping the first",
+                      stacklevel=2)
+        table = table[~dup]
+    predictions = predict_table(model, table, columns)
+    fails = pd.concat(failures, ignore_index=True)
+    if out is not None:
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        predictions.to_csv(out, float_format="%.6f")
+        write_failures(fails, out.parent / "failures.csv")
+    return predictions, fails
