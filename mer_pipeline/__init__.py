@@ -1,6 +1,19 @@
-"""mer_pipeline: multimodal (face + voice) emotion recognition, scikit-learn style."""
+"""mer_pipeline: multimodal (face + voice) emotion recognition, scikit-learn style.
+
+Public API::
+
+    discover            corpus folders / listings -> clip manifest
+    extract_features    per-clip feature tables (cached, parallel)
+    load_features       read a feature table back, checked
+    SpeakerNormalizer   per-speaker standardisation (transformer)
+    EmotionClassifier   the classifier (estimator)
+    evaluate_features   actor-independent cross-validation report
+    train_and_save, save_model, load_model, score_inputs
+"""
 from ._version import __version__
 from .corpus import CorpusScan, discover, parse_filename, read_manifest
+from .ensemble import EmotionClassifier
+from .evaluation import cross_validate_model, evaluate_features
 from .exceptions import (
     CorruptMediaError,
     EmptyMediaError,
@@ -13,24 +26,19 @@ from .exceptions import (
     ParameterError,
     SilentAudioError,
 )
+from .features import extract_features, load_features
+from .persistence import ArtifactError, load_model, save_model, train_and_save
+from .scoring import score_inputs
+from .speaker import SpeakerNormalizer
 
 __all__ = [
     "__version__",
     "CorpusScan", "discover", "parse_filename", "read_manifest",
+    "extract_features", "load_features",
+    "SpeakerNormalizer", "EmotionClassifier",
+    "cross_validate_model", "evaluate_features",
+    "train_and_save", "save_model", "load_model", "score_inputs",
     "MerError", "ParameterError", "MediaError", "MediaNotFoundError", "EmptyMediaError",
     "CorruptMediaError", "NoAudioStreamError", "NoVideoStreamError", "SilentAudioError",
-    "FeatureTableError",
+    "FeatureTableError", "ArtifactError",
 ]
-
-from .ensemble import EmotionClassifier  # noqa: E402
-from .evaluation import cross_validate_model, evaluate_features  # noqa: E402
-from .features import extract_features, load_features  # noqa: E402
-from .speaker import SpeakerNormalizer  # noqa: E402
-
-__all__ += ["EmotionClassifier", "SpeakerNormalizer", "cross_validate_model",
-            "evaluate_features", "extract_features", "load_features"]
-
-from .persistence import ArtifactError, load_model, save_model, train_and_save  # noqa: E402
-from .scoring import score_inputs  # noqa: E402
-
-__all__ += ["ArtifactError", "load_model", "save_model", "train_and_save", "score_inputs"]
