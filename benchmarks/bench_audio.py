@@ -140,7 +140,8 @@ def markdown(speed_rows, tput, acc_rows, meta) -> str:
              "| set | features | CPU ms / clip | wall ms / clip | x real time |",
              "|---|---:|---:|---:|---:|"]
     for r in speed_rows:
-        lines.append(f"| {r['set']} ({r['parts']}) | {r['n_features']} | "
+        label = r["set"] if r["set"] == r["parts"] else f"{r['set']} ({r['parts']})"
+        lines.append(f"| {label} | {r['n_features']} | "
                      f"{r['cpu_ms_per_clip']:.1f} | {r['wall_ms_per_clip']:.1f} | "
                      f"{r['realtime_factor']:.0f} |")
     lines += ["", f"Mean clip length {speed_rows[0]['mean_clip_s']:.2f} s, "

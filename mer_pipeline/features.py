@@ -56,6 +56,8 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities=("audio
     from .media import _default_cache
     from .parallel import map_clips, split_scan, write_failures
 
+    if not modalities:
+        raise ParameterError(f"no modality asked for; available: {', '.join(MODALITIES)}")
     unknown = [m for m in modalities if m not in MODALITIES]
     if unknown:
         raise ParameterError(f"unknown modality {unknown[0]!r}; available: {', '.join(MODALITIES)}"
