@@ -248,7 +248,8 @@ def _progress(total: int, enabled: bool, desc: str):
         return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="clip", leave=False)
+    # disable=None: no bar when stderr is not a terminal (logs, CI)
+    return tqdm(total=total, desc=desc, unit="clip", leave=False, disable=None)
 
 
 def split_scan(data) -> tuple[pd.DataFrame, pd.DataFrame]:
