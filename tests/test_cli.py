@@ -45,7 +45,7 @@ def test_library_errors_are_one_line(tmp_path, capsys):
     assert exc.value.code == 2
 
 
-def test_extract_then_features_then_evaluate(mixed_corpus, tmp_path, tone, capsys):
+def test_extract_then_features_then_evaluate(mixed_corpus, tmp_path, tone_corpus, capsys):
     # extract: good clips written, bad ones in failures.csv
     assert main(["extract", str(mixed_corpus), "--out", str(tmp_path / "x"), "--n-jobs", "1",
                  "--no-progress"]) == 0
@@ -53,13 +53,7 @@ def test_extract_then_features_then_evaluate(mixed_corpus, tmp_path, tone, capsy
     assert main(["extract", str(mixed_corpus), "--out", str(tmp_path / "x"), "--n-jobs", "1",
                  "--no-progress"]) == 0
     assert "computed 0, from cache 5" in capsys.readouterr().out
-    # a small corpus of 5 actors x 2 emotions for features + evaluate
-    data = tmp_path / "data"
-    for actor in range(1, 6):
-        for emo, freq in (("03", 180.0), ("04", 320.0)):
-            for rep in (1, 2):
-                tone(f"data/Actor_{actor:02d}/03-01-{emo}-01-01-0{rep}-{actor:02d}.wav",
-                     freq=freq + 7 * actor + rep, seconds=0.8)
+    data = tone_corpus
     feats = tmp_path / "feats"
     assert main(["features", str(data), "--out", str(feats), "--audio-set", "egemaps",
                  "--n-jobs", "1", "--no-progress"]) == 0
