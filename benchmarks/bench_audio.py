@@ -9,8 +9,8 @@ What it measures, and how:
   decoded and featurised in this one process, one clip after another
   (BLAS/OpenMP limited to one thread), timing CPU seconds (``process_time``)
   and wall seconds per clip; the real-time factor is audio seconds per
-  processing second. Then the default set over all clips with ``--n-jobs``
-  workers (cache off) gives the parallel throughput in clips/s.
+  processing second. Then each set over the same ``--throughput-clips`` clips
+  with ``--n-jobs`` workers (cache off) gives the parallel throughput in clips/s.
 - Accuracy: features of every clip (through the package's cached
   ``extract_features``), then actor-grouped 5-fold cross-validation
   (StratifiedGroupKFold, no actor in two folds, every fitted step inside the
@@ -39,7 +39,7 @@ from mer_pipeline.evaluation import cross_validate_model  # noqa: E402
 from mer_pipeline.features import extract_features, load_features  # noqa: E402
 from mer_pipeline.parallel import map_clips  # noqa: E402
 
-SPEED_SETS = ["seed45", "egemaps", "compare", "librosa", "default"]
+SPEED_SETS = ["seed45", "egemaps", "compare", "librosa", "pitch", "default"]
 
 
 def speed(clips, n_clips: int) -> list[dict]:
@@ -70,13 +70,21 @@ def speed(clips, n_clips: int) -> list[dict]:
     return rows
 
 
-def throughput(clips, n_jobs: int) -> dict:
-    t0 = time.perf_counter()
-    run = map_clips(AudioFeatureExtractor("default"), clips, cache_dir=None, n_jobs=n_jobs,
-                    progress=False)
-    wall = time.perf_counter() - t0
-    return {"clips": len(clips), "n_jobs": n_jobs, "cpus": os.cpu_count(), "wall_s": wall,
-            "clips_per_s": len(clips) / wall, "failures": int(len(run.failures))}
+def throughput(clips, n_jobs: int, n_clips: int) -> list[dict]:
+    """Each set over the same clips with n_jobs workers, cache off (pool warmed first)."""
+    sample = clips.iloc[np.linspace(0, len(clips) - 1, n_clips).astype(int)]
+    map_clips(AudioFeatureExtractor("seed45"), sample.iloc[:8], n_jobs=n_jobs, progress=False)
+    rows = []
+    for name in SPEED_SETS:
+        t0 = time.perf_counter()
+        run = map_clips(AudioFeatureExtractor(name), sample, cache_dir=None, n_jobs=n_jobs,
+                        progress=False)
+        wall = time.perf_counter() - t0
+        rows.append({"set": name, "clips": len(sample), "n_jobs": n_jobs, "cpus": os.cpu_count(),
+                     "wall_s": wall, "clips_per_s": len(sample) / wall,
+                     "failures": int(len(run.failures))})
+        print(f"throughput {name}: {rows[-1]['clips_per_s']:.1f} clips/s", flush=True)
+    return rows
 
 
 CONFIGS = [
@@ -86,6 +94,7 @@ CONFIGS = [
     ("seed45, blend, speaker norm", "seed45", dict(model="blend")),
     ("egemaps, blend, speaker norm", "egemaps", dict(model="blend")),
     ("egemaps+compare, blend, speaker norm", "egemaps+compare", dict(model="blend")),
+    ("default + pitch (pYIN), blend, speaker norm", "default+pitch", dict(model="blend")),
     ("default, blend, NO speaker norm", "default", dict(model="blend", speaker_norm=False)),
     ("default, single logreg (all features), speaker norm", "default", dict(model="logreg")),
     ("default, SVC after PCA-300, speaker norm", "default", dict(model="svc")),
@@ -108,7 +117,11 @@ def accuracy(tables, n_jobs, quick):
     rows = []
     configs = [HEADLINE] + (CONFIGS[:3] if quick else CONFIGS)
     for name, fset, kw in configs:
-        table = columns_of(tables["seed45" if fset == "seed45" else "default"], fset)
+        if fset == "default+pitch":
+            pitch = tables["pitch"][[c for c in tables["pitch"].columns if "__" in c]]
+            table = tables["default"].join(pitch, how="inner")
+        else:
+            table = columns_of(tables["seed45" if fset == "seed45" else "default"], fset)
         seeds = [0, 1, 2] if (name, fset, kw) == HEADLINE else [0]
         accs, f1s, t0 = [], [], time.perf_counter()
         for seed in seeds:
@@ -147,9 +160,11 @@ def markdown(speed_rows, tput, acc_rows, meta) -> str:
     lines += ["", f"Mean clip length {speed_rows[0]['mean_clip_s']:.2f} s, "
                   f"{speed_rows[0]['clips']} clips per set.", ""]
     if tput:
-        lines += [f"Default set over all {tput['clips']} clips with n_jobs={tput['n_jobs']} "
-                  f"({tput['cpus']} CPUs, cache off): {tput['wall_s']:.1f} s wall, "
-                  f"{tput['clips_per_s']:.1f} clips/s.", ""]
+        lines += [f"Throughput with n_jobs={tput[0]['n_jobs']} ({tput[0]['cpus']} CPUs, cache off, "
+                  f"the same {tput[0]['clips']} clips for every set):", "",
+                  "| set | clips/s | wall s |", "|---|---:|---:|"]
+        lines += [f"| {r['set']} | {r['clips_per_s']:.1f} | {r['wall_s']:.1f} |" for r in tput]
+        lines.append("")
     lines += ["## Accuracy (actor-grouped 5-fold CV: no actor in train and test)", "",
               "| configuration | features | accuracy | macro-F1 | CV wall s |",
               "|---|---:|---:|---:|---:|"]
@@ -175,6 +190,7 @@ def main(argv=None):
     p.add_argument("--work", type=Path, default=Path("features/bench_audio"),
                    help="feature tables and their cache (re-runs reuse them)")
     p.add_argument("--speed-clips", type=int, default=60)
+    p.add_argument("--throughput-clips", type=int, default=240)
     p.add_argument("--n-jobs", type=int, default=-1)
     p.add_argument("--quick", action="store_true", help="fewer configurations")
     args = p.parse_args(argv)
@@ -187,9 +203,9 @@ def main(argv=None):
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                        f"Python {platform.python_version()}"}
     speed_rows = speed(clips, args.speed_clips)
-    tput = throughput(clips, args.n_jobs)
+    tput = throughput(clips, args.n_jobs, args.throughput_clips)
     tables = {}
-    for fset in ("seed45", "default"):
+    for fset in ("seed45", "default", "pitch"):
         work = args.work / fset
         extract_features(scan, work, audio_set=fset, n_jobs=args.n_jobs, progress=False)
         tables[fset] = load_features(work)

@@ -19,6 +19,12 @@ Sets (combine with ``+``, e.g. ``"egemaps+compare"``):
     openSMILE emobase functionals (988): the openSMILE emotion baseline set
     (MFCC, pitch, energy, LSP, voicing probability, ZCR and their deltas,
     with 19 functionals each).
+``pitch``
+    librosa pYIN F0 (65–600 Hz, 20 ms hop) in semitones: mean, std, 10/50/90th
+    percentiles, range, slope, mean absolute change, voiced fraction and
+    mean voicing probability. Not in the default: pYIN costs more than the
+    rest of the default set together, and eGeMAPS already carries F0 and
+    voiced-segment statistics.
 ``librosa``
     librosa statistics at 16 kHz (25 ms windows, 10 ms hop): mean and std
     of 20 MFCCs and their deltas and delta-deltas, spectral contrast (7
@@ -140,12 +146,34 @@ def _librosa_stats(y: np.ndarray, sr: int) -> dict:
     return {k: float(v) for k, v in out.items()}
 
 
+def _pitch(y: np.ndarray, sr: int) -> dict:
+    import librosa
+
+    f0, voiced, prob = librosa.pyin(y, fmin=65.0, fmax=600.0, sr=sr, frame_length=1024,
+                                    hop_length=sr // 50)
+    semis = 12 * np.log2(f0[voiced] / 27.5) if voiced.any() else np.array([np.nan])
+    diffs = np.abs(np.diff(semis)) if semis.size > 1 else np.array([np.nan])
+    t = np.arange(semis.size)
+    slope = np.polyfit(t, semis, 1)[0] if semis.size > 2 else np.nan
+    p10, p50, p90 = np.percentile(semis, [10, 50, 90])
+    return {
+        "pitch_f0_semitone_mean": float(np.mean(semis)), "pitch_f0_semitone_std": float(np.std(semis)),
+        "pitch_f0_semitone_p10": p10, "pitch_f0_semitone_p50": p50, "pitch_f0_semitone_p90": p90,
+        "pitch_f0_semitone_range": p90 - p10, "pitch_f0_slope": float(slope),
+        "pitch_f0_abs_delta_mean": float(np.mean(diffs)),
+        "pitch_voiced_fraction": float(np.mean(voiced)),
+        "pitch_voiced_prob_mean": float(np.nanmean(prob)),
+    }
+
+
 #: name -> (function, sample rate it runs at, one-line description)
 FEATURE_SETS: dict = {
     "seed45": (_seed45, 22_050, "the design's 45 librosa means at 22.05 kHz (comparison only)"),
     "egemaps": (_egemaps, SAMPLE_RATE, "openSMILE eGeMAPSv02 functionals (88)"),
     "compare": (_compare, SAMPLE_RATE, "openSMILE ComParE_2016 functionals (6,373)"),
     "emobase": (_emobase, SAMPLE_RATE, "openSMILE emobase functionals (988)"),
+    "pitch": (_pitch, SAMPLE_RATE, "librosa pYIN pitch (semitone statistics) and voiced "
+                                   "fraction (10; slow: about 150 ms a clip)"),
     "librosa": (_librosa_stats, SAMPLE_RATE, "librosa MFCC/delta/contrast/chroma/energy "
                                              "statistics at 16 kHz"),
 }

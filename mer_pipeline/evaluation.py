@@ -197,8 +197,14 @@ def cross_validate_model(estimator, X: pd.DataFrame, y, *, groups=None, protocol
 
 
 def write_report(result: EvaluationResult, out_dir: str | os.PathLike) -> Path:
-    """Write ``metrics.json``, ``per_class_report.txt``, ``predictions.csv``,
-    ``confusion_matrix.png`` and ``roc_curves.png`` into ``out_dir``."""
+    """Write the report into ``out_dir``.
+
+    Files: ``metrics.json``, ``per_class_report.txt``, ``predictions.csv``,
+    ``confusion_matrix.png``, ``roc_curves.png``; with a random-split
+    comparison also ``predictions_random_split.csv``,
+    ``confusion_matrix_random_split.png`` and ``roc_curves_random_split.png``
+    (titled as optimistic).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics = result.to_dict()
@@ -220,12 +226,22 @@ def write_report(result: EvaluationResult, out_dir: str | os.PathLike) -> Path:
                  classification_report(c.predictions["emotion"], c.predictions["predicted"],
                                        labels=c.classes, digits=3, zero_division=0)]
     (out / "per_class_report.txt").write_text("\n".join(text))
-    result.predictions.to_csv(out / "predictions.csv")
-    _plot_confusion(y, pred, result.classes, out / "confusion_matrix.png",
-                    f"{result.protocol} CV: accuracy {result.accuracy:.3f}")
-    _plot_roc(y, proba, result.classes, out / "roc_curves.png",
-              f"{result.protocol} CV, one-vs-rest ROC")
+    _write_figures(result, out, "")
+    if result.comparison is not None:
+        _write_figures(result.comparison, out, "_random_split")
     return out
+
+
+def _write_figures(result: EvaluationResult, out: Path, suffix: str) -> None:
+    y, pred = result.predictions["emotion"], result.predictions["predicted"]
+    proba = result.predictions[[f"proba_{c}" for c in result.classes]].to_numpy()
+    label = "OPTIMISTIC random clip split" if result.protocol == "random" \
+        else f"{result.protocol}-grouped CV"
+    result.predictions.to_csv(out / f"predictions{suffix}.csv")
+    _plot_confusion(y, pred, result.classes, out / f"confusion_matrix{suffix}.png",
+                    f"{label}: accuracy {result.accuracy:.3f}")
+    _plot_roc(y, proba, result.classes, out / f"roc_curves{suffix}.png",
+              f"{label}, one-vs-rest ROC")
 
 
 def _plot_confusion(y, pred, classes, path, title):

@@ -17,7 +17,8 @@ def signal(seconds=1.0, sr=16000, freq=200.0):
             + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
 
 
-@pytest.mark.parametrize("name, n", [("seed45", 45), ("egemaps", 88), ("compare", 6373)])
+@pytest.mark.parametrize("name, n", [("seed45", 45), ("egemaps", 88), ("compare", 6373),
+                                     ("emobase", 988), ("pitch", 10)])
 def test_set_sizes(name, n):
     feats = audio_features(signal(), 16000, name)
     assert len(feats) == n
@@ -40,6 +41,13 @@ def test_features_change_with_the_signal():
     high = audio_features(signal(freq=300), 16000, "egemaps")
     f0 = "audio__egemaps_F0semitoneFrom27.5Hz_sma3nz_amean"
     assert high[f0] > low[f0] + 6  # an octave is 12 semitones
+
+
+def test_pitch_set_tracks_f0():
+    feats = audio_features(signal(freq=200.0), 16000, "pitch")
+    expected = 12 * np.log2(200.0 / 27.5)
+    assert abs(feats["audio__pitch_f0_semitone_mean"] - expected) < 0.5
+    assert feats["audio__pitch_voiced_fraction"] > 0.8
 
 
 def test_silence_and_short_clips():

@@ -22,7 +22,8 @@ def test_grouped_folds_never_share_an_actor(tmp_path):
                             "optimistic_random_split"}
     assert metrics["optimistic_random_split"]["protocol"] == "random"
     for name in ("confusion_matrix.png", "roc_curves.png", "per_class_report.txt",
-                 "predictions.csv"):
+                 "predictions.csv", "confusion_matrix_random_split.png",
+                 "roc_curves_random_split.png", "predictions_random_split.csv"):
         assert (tmp_path / name).stat().st_size > 0
     assert (tmp_path / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
     assert "OPTIMISTIC" in result.format()
