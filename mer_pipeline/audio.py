@@ -40,9 +40,7 @@ private, research and educational use; commercial use needs a licence).
 """
 from __future__ import annotations
 
-import os
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -53,8 +53,7 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities=("audio
         Failures and how many clips were computed or cached.
     """
     from .audio import AudioFeatureExtractor, resolve_set
-    from .media import _default_cache
-    from .parallel import map_clips, split_scan, write_failures
+    from .parallel import default_cache_dir, map_clips, split_scan, write_failures
 
     if not modalities:
         raise ParameterError(f"no modality asked for; available: {', '.join(MODALITIES)}")
@@ -66,7 +65,7 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities=("audio
     manifest, scan_failures = split_scan(manifest)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    cache = _default_cache(out) if cache_dir is None else cache_dir
+    cache = default_cache_dir(out) if cache_dir is None else cache_dir
     written = []
     run = None
     if "audio" in modalities:

@@ -440,12 +440,12 @@ def extract_media(manifest, out_dir: str | os.PathLike, *, sr: int = SAMPLE_RATE
     """
     import pandas as pd
 
-    from .parallel import map_clips, split_scan, write_failures
+    from .parallel import default_cache_dir, map_clips, split_scan, write_failures
 
     manifest, scan_failures = split_scan(manifest)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    cache = _default_cache(out) if cache_dir is None else cache_dir
+    cache = default_cache_dir(out) if cache_dir is None else cache_dir
     task = MediaExtractor(out, sr=sr, fps=fps, max_side=max_side, frames=frames)
     run = map_clips(task, manifest, cache_dir=cache, n_jobs=n_jobs, backend=backend,
                     scheduler=scheduler, progress=progress, retry_failed=retry_failed,
@@ -460,9 +460,3 @@ def extract_media(manifest, out_dir: str | os.PathLike, *, sr: int = SAMPLE_RATE
     run.failures = pd.concat([scan_failures, run.failures], ignore_index=True)
     write_failures(run.failures, out / "failures.csv")
     return table, run
-
-
-def _default_cache(out_dir: Path) -> Path:
-    from .config import CACHE_ENV
-
-    return Path(os.environ.get(CACHE_ENV) or (Path(out_dir) / ".cache"))

@@ -32,7 +32,7 @@ import pandas as pd
 from .exceptions import MerError, ParameterError
 
 __all__ = ["ClipTask", "ClipOutcome", "RunResult", "map_clips", "file_sha256",
-           "FAILURE_COLUMNS", "split_scan", "write_failures"]
+           "FAILURE_COLUMNS", "default_cache_dir", "split_scan", "write_failures"]
 
 FAILURE_COLUMNS = ["clip_id", "path", "stage", "error"]
 
@@ -250,6 +250,13 @@ def _progress(total: int, enabled: bool, desc: str):
 
     # disable=None: no bar when stderr is not a terminal (logs, CI)
     return tqdm(total=total, desc=desc, unit="clip", leave=False, disable=None)
+
+
+def default_cache_dir(out_dir: str | os.PathLike) -> Path:
+    """The per-clip cache folder: ``$MER_CACHE_DIR`` if set, else ``<out_dir>/.cache``."""
+    from .config import CACHE_ENV
+
+    return Path(os.environ.get(CACHE_ENV) or (Path(out_dir) / ".cache"))
 
 
 def split_scan(data) -> tuple[pd.DataFrame, pd.DataFrame]:

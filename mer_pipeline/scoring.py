@@ -123,10 +123,10 @@ def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLik
     failures : pandas.DataFrame
         Clips that could not be scored, with the stage and reason.
     """
-    from .config import CACHE_ENV, FEATURES_DIR
+    from .config import FEATURES_DIR
     from .corpus import discover
     from .features import extract_features
-    from .parallel import FAILURE_COLUMNS, write_failures
+    from .parallel import FAILURE_COLUMNS, default_cache_dir, write_failures
     from .persistence import load_model
 
     model, meta = load_model(model_path, trust=trust)
@@ -139,7 +139,7 @@ def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLik
             tables.append(load_features(path, required_meta=()))
     if media:
         scan = discover(media, require_labels=False)
-        cache = cache_dir or os.environ.get(CACHE_ENV) or Path(FEATURES_DIR) / ".cache"
+        cache = cache_dir or default_cache_dir(FEATURES_DIR)
         with tempfile.TemporaryDirectory() as tmp:
             _, run = extract_features(scan, tmp, audio_set=feature_set_of(columns),
                                       cache_dir=cache, n_jobs=n_jobs, backend=backend,
