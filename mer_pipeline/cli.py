@@ -28,6 +28,7 @@ EPILOG_EXTRACT = """examples:
 EPILOG_FEATURES = """examples:
   mer features ../shared/data/ravdess_speech --out features/
   mer features data/RAVDESS --out features/ --modalities audio --audio-set seed45
+  mer features ../shared/data/faces/ckplus48 --out features/ck --modalities face
 """
 EPILOG_EVALUATE = """examples:
   mer evaluate --features features/ --cv actor --folds 5 --report reports/
@@ -137,13 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "features", cmd_features,
                  help="stage 2: per-clip feature table(s) under DIR",
                  description="Extract features per clip and write DIR/audio_features.csv "
-                             "(columns clip_id, metadata, audio__*), with failures in "
-                             "DIR/failures.csv.",
+                             "(columns clip_id, metadata, audio__*) and/or "
+                             "DIR/video_features.csv (face__*, frame-level features in "
+                             "DIR/face_frames.parquet), with failures in DIR/failures.csv.",
                  epilog=EPILOG_FEATURES)
     p.add_argument("--out", type=Path, default=Path(config.FEATURES_DIR), metavar="DIR",
                    help="output folder (default %(default)s)")
     p.add_argument("--modalities", default="audio",
-                   help="comma-separated modalities to extract (default %(default)s)")
+                   help="comma-separated: audio, face (default %(default)s)")
+    p.add_argument("--face-encoders", default="expression",
+                   help="comma-separated frame encoders of the face stage (default %(default)s)")
+    p.add_argument("--fps", type=_positive_float, default=config.FRAME_RATE,
+                   help="video frames sampled per second for the face stage (default %(default)s)")
     p.add_argument("--audio-set", default=None,
                    help="acoustic feature set (default: the package default; "
                         "see `mer features --list-sets`)")
@@ -324,8 +330,10 @@ def cmd_features(args) -> int:
     scan = discover(args.data)
     print(scan.format_summary())
     modalities = [m.strip() for m in args.modalities.split(",") if m.strip()]
+    encoders = [e.strip() for e in args.face_encoders.split(",") if e.strip()]
     written, run = extract_features(scan, args.out, modalities=modalities,
-                                    audio_set=args.audio_set, **_run_kwargs(args))
+                                    audio_set=args.audio_set, face_encoders=encoders,
+                                    fps=args.fps, **_run_kwargs(args))
     _report_run(run, args.out, len(scan.clips))
     for path in written:
         print(f"wrote {path}")

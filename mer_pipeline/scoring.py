@@ -140,8 +140,10 @@ def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLik
     if media:
         scan = discover(media, require_labels=False)
         cache = cache_dir or default_cache_dir(FEATURES_DIR)
+        modalities = [m for m in ("audio", "face") if any(c.startswith(f"{m}__") for c in columns)]
         with tempfile.TemporaryDirectory() as tmp:
-            _, run = extract_features(scan, tmp, audio_set=feature_set_of(columns),
+            _, run = extract_features(scan, tmp, modalities=modalities,
+                                      audio_set=feature_set_of(columns) or None,
                                       cache_dir=cache, n_jobs=n_jobs, backend=backend,
                                       scheduler=scheduler, progress=progress,
                                       retry_failed=retry_failed)

