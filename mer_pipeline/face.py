@@ -8,8 +8,10 @@ square and resized. Images that are already face crops (CK+48 and FER2013 are
 marked as such. A frame with no face is recorded, not fatal; a clip with no
 face in any frame raises :class:`NoFaceError` so batch code can record it.
 
-Not yet here (issue 5 goes on): eye alignment from landmarks, the frame
-encoders (expression CNN, landmark geometry, VGGFace) and pooling over frames.
+Frame encoders: ``expression`` (the FER2013 CNN shipped in ``fer``) and
+``landmarks`` (dlib's 68-point shape predictor from ``face-recognition-models``).
+Not yet here (issue 5 goes on): the VGGFace ResNet-50 port, crops aligned by
+the eyes before encoding, attention pooling learned from labels.
 """
 from __future__ import annotations
 
@@ -124,12 +126,16 @@ class FaceCrops:
         an existing face crop) or ``none``.
     boxes : np.ndarray of int, shape (n_faces, 4)
         The box each crop was cut around (the whole image for ``whole``).
+    inner : np.ndarray of int, shape (n_faces, 4)
+        Where that box lies inside each crop (``left, top, right, bottom``):
+        the crop minus its margin.
     """
 
     crops: np.ndarray
     frame_index: np.ndarray
     status: list
     boxes: np.ndarray
+    inner: np.ndarray
 
     @property
     def n_frames(self) -> int:
@@ -141,7 +147,7 @@ class FaceCrops:
         return 0.0 if not self.status else float(np.mean([s != "none" for s in self.status]))
 
 
-def face_crops(frames: np.ndarray, *, size: int = 64, margin: float = 0.2,
+def face_crops(frames: np.ndarray, *, size: int = 128, margin: float = 0.2,
                min_size: float = 0.1, crop_max_side: int = CROP_MAX_SIDE) -> FaceCrops:
     """Detect and crop the largest face of every frame.
 
@@ -171,7 +177,7 @@ def face_crops(frames: np.ndarray, *, size: int = 64, margin: float = 0.2,
     if frames.ndim not in (3, 4) or len(frames) == 0:
         raise ParameterError(f"frames must be a non-empty (n, h, w[, 3]) array, "
                              f"got shape {frames.shape}")
-    crops, index, status, boxes = [], [], [], []
+    crops, index, status, boxes, inner = [], [], [], [], []
     for i, frame in enumerate(frames):
         found = detect_faces(frame, min_size=min_size)
         if len(found):
@@ -181,15 +187,17 @@ def face_crops(frames: np.ndarray, *, size: int = 64, margin: float = 0.2,
         else:
             status.append("none")
             continue
-        crops.append(crop_face(frame, box, margin=margin if tag == "detected" else 0.0,
-                               size=size))
+        m = margin if tag == "detected" else 0.0
+        crops.append(crop_face(frame, box, margin=m, size=size))
+        lo = int(round(size * m / (1 + 2 * m)))
+        inner.append((lo, lo, size - 1 - lo, size - 1 - lo))
         index.append(i)
         status.append(tag)
         boxes.append(box)
     if not crops:
         raise NoFaceError(f"no face found in any of {len(frames)} frame(s)")
     return FaceCrops(crops=np.stack(crops), frame_index=np.asarray(index), status=status,
-                     boxes=np.asarray(boxes, dtype=int))
+                     boxes=np.asarray(boxes, dtype=int), inner=np.asarray(inner, dtype=int))
 
 
 # -- frame encoders ---------------------------------------------------------
@@ -261,6 +269,16 @@ class ExpressionEncoder:
                 + [f"expr_gap_{i:03d}" for i in range(128)]
                 + [f"expr_map_{i:04d}" for i in range(4 * 4 * 128)])
 
+    def encode_faces(self, faces: "FaceCrops") -> np.ndarray:
+        """Features of a clip's face crops (resized to the network's 64x64)."""
+        import cv2
+
+        crops = faces.crops
+        if crops.shape[1:] != (64, 64):
+            crops = np.stack([cv2.resize(c, (64, 64), interpolation=cv2.INTER_AREA)
+                              for c in crops])
+        return self.encode(crops)
+
     def encode(self, crops: np.ndarray) -> np.ndarray:
         """Features of grey 64x64 crops, shape ``(n, 2183)``, float32."""
         crops = np.asarray(crops)
@@ -284,8 +302,83 @@ class ExpressionEncoder:
         return np.vstack(rows).astype(np.float32)
 
 
-FRAME_ENCODERS = {"expression": ExpressionEncoder}
-PLANNED_ENCODERS = {"landmarks", "vggface"}
+@lru_cache(maxsize=1)
+def _shape_predictor():
+    import importlib.util
+    import os
+
+    import dlib
+
+    # located without importing face_recognition_models (it imports pkg_resources)
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise MerError("the landmarks encoder needs face-recognition-models (and dlib-bin)")
+    path = os.path.join(spec.submodule_search_locations[0], "models",
+                        "shape_predictor_68_face_landmarks.dat")
+    return dlib.shape_predictor(path)
+
+
+_LEFT_EYE, _RIGHT_EYE = slice(36, 42), slice(42, 48)
+
+
+def normalise_landmarks(points: np.ndarray) -> np.ndarray:
+    """Centre 68 landmarks, rotate the eye line level, scale by inter-ocular distance.
+
+    Parameters
+    ----------
+    points : np.ndarray, shape (68, 2)
+
+    Returns
+    -------
+    np.ndarray, shape (68, 2)
+    """
+    points = np.asarray(points, dtype=np.float64)
+    left, right = points[_LEFT_EYE].mean(axis=0), points[_RIGHT_EYE].mean(axis=0)
+    dx, dy = right - left
+    iod = float(np.hypot(dx, dy)) or 1.0
+    angle = np.arctan2(dy, dx)
+    c, s = np.cos(-angle), np.sin(-angle)
+    centred = points - points.mean(axis=0)
+    rotated = centred @ np.array([[c, s], [-s, c]])
+    return rotated / iod
+
+
+class LandmarkEncoder:
+    """68-point face geometry (dlib's shape predictor from face-recognition-models).
+
+    Per crop: the 68 landmarks found inside the detected face box, centred,
+    rotated so the eyes are level and scaled by the inter-ocular distance
+    (136 values), plus the mouth opening and width, eyebrow heights and eye
+    openings in inter-ocular units (7 values).
+    """
+
+    name = "landmarks"
+
+    def feature_names(self) -> list[str]:
+        return ([f"lmk_{axis}{i:02d}" for i in range(68) for axis in "xy"]
+                + ["lmk_mouth_open", "lmk_mouth_width", "lmk_brow_left", "lmk_brow_right",
+                   "lmk_eye_left_open", "lmk_eye_right_open", "lmk_jaw_drop"])
+
+    def encode_faces(self, faces: "FaceCrops") -> np.ndarray:
+        import dlib
+
+        predictor = _shape_predictor()
+        rows = []
+        for crop, (left, top, right, bottom) in zip(faces.crops, faces.inner):
+            shape = predictor(np.ascontiguousarray(crop), dlib.rectangle(int(left), int(top),
+                                                                         int(right), int(bottom)))
+            pts = normalise_landmarks([(p.x, p.y) for p in shape.parts()])
+            y = pts[:, 1]
+            extra = [y[66] - y[62], pts[54, 0] - pts[48, 0],
+                     pts[36:42, 1].mean() - y[17:22].mean(), pts[42:48, 1].mean() - y[22:27].mean(),
+                     y[40:42].mean() - y[37:39].mean(), y[46:48].mean() - y[43:45].mean(),
+                     y[8] - y[33]]
+            rows.append(np.concatenate([pts.reshape(-1), extra]))
+        return np.asarray(rows, dtype=np.float32)
+
+
+FRAME_ENCODERS = {"expression": ExpressionEncoder, "landmarks": LandmarkEncoder}
+PLANNED_ENCODERS = {"vggface"}
 
 
 def pool_frames(features: np.ndarray, names: list[str]) -> dict:
@@ -320,7 +413,7 @@ class FaceFeatureExtractor:
     name = "face"
     version = "1"
 
-    def __init__(self, encoders=("expression",), *, fps: float = 3.0, size: int = 64,
+    def __init__(self, encoders=("expression",), *, fps: float = 3.0, size: int = 128,
                  margin: float = 0.2):
         self.encoders = tuple(encoders)
         self.fps = fps
@@ -365,7 +458,7 @@ class FaceFeatureExtractor:
         except Exception as exc:  # noqa: BLE001 - recorded per clip
             outcome.fail("video", path, exc)
             return outcome
-        feats = np.hstack([enc.encode(faces.crops) for enc in encoders])
+        feats = np.hstack([enc.encode_faces(faces) for enc in encoders])
         pooled = {f"face__{k}": v for k, v in pool_frames(feats, names).items()}
         pooled.update({"face_n_frames": float(faces.n_frames),
                        "face_fraction": faces.face_fraction})

@@ -52,7 +52,7 @@ def test_real_stills_and_sample_clip_all_get_a_face():
     frames = decode_clip(video_path=clip).frames
     faces = face_crops(frames)
     assert faces.status == ["detected"] * 12 and faces.face_fraction == 1.0
-    assert faces.crops.shape == (12, 64, 64)
+    assert faces.crops.shape == (12, 128, 128)
     # the face stays put across frames of one take: centres move little
     centres = faces.boxes[:, :2] + faces.boxes[:, 2:] / 2
     assert np.ptp(centres, axis=0).max() < 0.25 * frames.shape[2]
@@ -64,7 +64,7 @@ def test_face_corpora_crops():
         assert face_crops(sample_frames(path)).status == ["detected"], path.name
     for path in sorted(shared_path("faces", "fer2013", "test", "happy").glob("*.jpg"))[:20]:
         faces = face_crops(sample_frames(path))   # detected, or the 48x48 crop used whole
-        assert faces.status[0] in ("detected", "whole") and faces.crops.shape == (1, 64, 64)
+        assert faces.status[0] in ("detected", "whole") and faces.crops.shape == (1, 128, 128)
 
 
 def _expression_encoder():
@@ -148,3 +148,35 @@ def test_audio_and_face_tables_join_on_clip_id(tmp_path):
     assert sorted(table.index) == ["a", "b", "c"]
     assert table.loc["c", "emotion"] == "angry" and np.isnan(table.loc["c", "audio__x_1"])
     assert table.loc["b", "face__y_1"] == 5.0 and np.isnan(table.loc["a", "face__y_1"])
+
+
+def test_normalise_landmarks_levels_eyes_and_scales():
+    from mer_pipeline.face import normalise_landmarks
+
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(0, 100, (68, 2))
+    pts[36:42] = [10, 50] + rng.normal(0, 1, (6, 2))
+    pts[42:48] = [40, 70] + rng.normal(0, 1, (6, 2))
+    out = normalise_landmarks(pts)
+    left, right = out[36:42].mean(axis=0), out[42:48].mean(axis=0)
+    assert np.allclose(out.mean(axis=0), 0, atol=1e-9)
+    assert abs(right[1] - left[1]) < 1e-9 and np.isclose(right[0] - left[0], 1.0)
+    # invariant to translation, rotation and scale of the input
+    theta = 0.4
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    moved = 3.0 * pts @ rot.T + [17, -5]
+    assert np.allclose(normalise_landmarks(moved), out, atol=1e-9)
+
+
+@pytest.mark.shared
+def test_landmarks_on_real_stills():
+    pytest.importorskip("dlib")
+    from mer_pipeline.face import LandmarkEncoder
+
+    enc = LandmarkEncoder()
+    for still in sorted(shared_path("samples", "ravdess_stills").glob("Actor_0*.png"))[:4]:
+        feats = enc.encode_faces(face_crops(sample_frames(still)))
+        assert feats.shape == (1, len(enc.feature_names())) and np.isfinite(feats).all()
+        pts = feats[0, :136].reshape(68, 2)
+        assert pts[8, 1] > pts[30, 1] > pts[27, 1]   # chin below nose tip below nose bridge
+        assert pts[36:42, 0].mean() < 0 < pts[42:48, 0].mean()
