@@ -17,7 +17,7 @@ INPUT ?= $(SHARED_OTHER)
 N_JOBS ?= -1
 FOLDS ?= 5
 
-.PHONY: help install test demo need-data features evaluate train score bench-audio clean
+.PHONY: help install test demo need-data features evaluate train score bench-audio bench-face clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ score: install ## score INPUT (clips, folders or feature CSVs) with MODEL into P
 
 bench-audio: install ## audio benchmark: extraction speed and accuracy table -> benchmarks/results/
 	$(PY) benchmarks/bench_audio.py --data $(SHARED_RAVDESS) --out benchmarks/results
+
+bench-face: install ## face benchmark: CK+48 / JAFFE subject-grouped accuracy and speed per clip -> benchmarks/results/
+	$(PY) benchmarks/bench_face.py --shared ../shared/data --out benchmarks/results
 
 clean: ## remove outputs (features, reports, caches); keeps .venv
 	rm -rf $(FEATURES)/* $(FEATURES)/.cache $(REPORT) .pytest_cache
