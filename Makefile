@@ -51,7 +51,7 @@ demo: install need-data ## install, then run the job end to end on DATA (default
 	  $(MER) score --model $(MODEL) $(INPUT) --out $(PREDICTIONS) --n-jobs $(N_JOBS) --no-progress; \
 	else echo "no INPUT to score: pass INPUT=clips/or/features.csv"; fi
 	@echo "demo done: features in $(FEATURES)/, honest report in $(REPORT)/, model $(MODEL), predictions $(PREDICTIONS)."
-	@echo "(audio only for now: the face stage and the multimodal fusion model are the next stages)"
+	@echo "(audio only: face features exist, mer features --modalities face; the fusion model is the next stage)"
 
 features: install need-data ## extract per-clip features of DATA into FEATURES/
 	$(MER) features $(DATA) --out $(FEATURES) --n-jobs $(N_JOBS)
