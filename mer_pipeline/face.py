@@ -8,10 +8,11 @@ square and resized. Images that are already face crops (CK+48 and FER2013 are
 marked as such. A frame with no face is recorded, not fatal; a clip with no
 face in any frame raises :class:`NoFaceError` so batch code can record it.
 
-Frame encoders: ``expression`` (the FER2013 CNN shipped in ``fer``) and
-``landmarks`` (dlib's 68-point shape predictor from ``face-recognition-models``).
-Not yet here (issue 5 goes on): the VGGFace ResNet-50 port, crops aligned by
-the eyes before encoding, attention pooling learned from labels.
+Frame encoders: ``expression`` (the FER2013 CNN shipped in ``fer``),
+``landmarks`` (dlib's 68-point shape predictor from ``face-recognition-models``)
+and ``vggface`` (VGGFace ResNet-50 in PyTorch from the user's keras-vggface
+weights, :mod:`mer_pipeline.vggface`). Not yet here (issue 5 goes on): crops
+aligned by the eyes before encoding, attention pooling learned from labels.
 """
 from __future__ import annotations
 
@@ -143,6 +144,8 @@ class FaceCrops:
     inner : np.ndarray of int, shape (n_faces, 4)
         Where that box lies inside each crop (``left, top, right, bottom``):
         the crop minus its margin.
+    rgb : np.ndarray or None, shape (n_faces, rgb_size, rgb_size, 3)
+        Colour crops of the same boxes, when asked for (``rgb_size``).
     """
 
     crops: np.ndarray
@@ -150,6 +153,7 @@ class FaceCrops:
     status: list
     boxes: np.ndarray
     inner: np.ndarray
+    rgb: np.ndarray | None = None
 
     @property
     def n_frames(self) -> int:
@@ -162,7 +166,8 @@ class FaceCrops:
 
 
 def face_crops(frames: np.ndarray, *, size: int = 128, margin: float = 0.2,
-               min_size: float = 0.1, crop_max_side: int = CROP_MAX_SIDE) -> FaceCrops:
+               min_size: float = 0.1, crop_max_side: int = CROP_MAX_SIDE,
+               rgb_size: int | None = None) -> FaceCrops:
     """Detect and crop the largest face of every frame.
 
     Parameters
@@ -177,6 +182,8 @@ def face_crops(frames: np.ndarray, *, size: int = 128, margin: float = 0.2,
         See :func:`detect_faces`.
     crop_max_side : int
         A frame no larger than this with no detection is taken whole.
+    rgb_size : int or None
+        Also cut colour crops of this size (for encoders that want colour).
 
     Returns
     -------
@@ -191,9 +198,9 @@ def face_crops(frames: np.ndarray, *, size: int = 128, margin: float = 0.2,
     if frames.ndim not in (3, 4) or len(frames) == 0:
         raise ParameterError(f"frames must be a non-empty (n, h, w[, 3]) array, "
                              f"got shape {frames.shape}")
-    crops, index, status, boxes, inner = [], [], [], [], []
-    for i, frame in enumerate(frames):
-        frame = _grey(frame)  # once per frame, for detection and cropping
+    crops, index, status, boxes, inner, rgb = [], [], [], [], [], []
+    for i, colour in enumerate(frames):
+        frame = _grey(colour)  # once per frame, for detection and cropping
         found = detect_faces(frame, min_size=min_size)
         if len(found):
             box, tag = found[0], "detected"
@@ -204,6 +211,9 @@ def face_crops(frames: np.ndarray, *, size: int = 128, margin: float = 0.2,
             continue
         m = margin if tag == "detected" else 0.0
         crops.append(crop_face(frame, box, margin=m, size=size))
+        if rgb_size:
+            src = colour if colour.ndim == 3 else np.stack([colour] * 3, axis=-1)
+            rgb.append(crop_face(src, box, margin=m, size=rgb_size, grey=False))
         lo = int(round(size * m / (1 + 2 * m)))
         inner.append((lo, lo, size - 1 - lo, size - 1 - lo))
         index.append(i)
@@ -212,7 +222,8 @@ def face_crops(frames: np.ndarray, *, size: int = 128, margin: float = 0.2,
     if not crops:
         raise NoFaceError(f"no face found in any of {len(frames)} frame(s)")
     return FaceCrops(crops=np.stack(crops), frame_index=np.asarray(index), status=status,
-                     boxes=np.asarray(boxes, dtype=int), inner=np.asarray(inner, dtype=int))
+                     boxes=np.asarray(boxes, dtype=int), inner=np.asarray(inner, dtype=int),
+                     rgb=np.stack(rgb) if rgb_size else None)
 
 
 # -- frame encoders ---------------------------------------------------------
@@ -392,8 +403,46 @@ class LandmarkEncoder:
         return np.asarray(rows, dtype=np.float32)
 
 
-FRAME_ENCODERS = {"expression": ExpressionEncoder, "landmarks": LandmarkEncoder}
-PLANNED_ENCODERS = {"vggface"}
+@lru_cache(maxsize=2)
+def _vggface_model(path: str):
+    from .vggface import build_resnet50, load_vggface_weights
+
+    model = build_resnet50()
+    load_vggface_weights(model, path)
+    return model
+
+
+class VGGFaceEncoder:
+    """VGGFace ResNet-50 embeddings (2048) of 224x224 colour crops.
+
+    Weights come from the path given (``weights``) or ``$MER_VGGFACE_WEIGHTS``;
+    see :mod:`mer_pipeline.vggface`.
+    """
+
+    name = "vggface"
+    rgb_size = 224
+
+    def __init__(self, weights: str | None = None):
+        self.weights = weights
+
+    def feature_names(self) -> list[str]:
+        return [f"vgg_{i:04d}" for i in range(2048)]
+
+    def encode_faces(self, faces: "FaceCrops") -> np.ndarray:
+        import torch
+
+        from .vggface import preprocess, vggface_weights_path
+
+        if faces.rgb is None:
+            raise ParameterError("the vggface encoder needs colour crops (rgb_size=224)")
+        model = _vggface_model(str(vggface_weights_path(self.weights)))
+        with torch.no_grad():
+            out = model(torch.from_numpy(preprocess(faces.rgb)))
+        return out.numpy().astype(np.float32)
+
+
+FRAME_ENCODERS = {"expression": ExpressionEncoder, "landmarks": LandmarkEncoder,
+                  "vggface": VGGFaceEncoder}
 
 
 def pool_frames(features: np.ndarray, names: list[str]) -> dict:
@@ -429,15 +478,23 @@ class FaceFeatureExtractor:
     version = "3"  # 2: detection on frames scaled to a 240 px short side; 3: OpenCV grey
 
     def __init__(self, encoders=("expression",), *, fps: float = 3.0, size: int = 128,
-                 margin: float = 0.2):
+                 margin: float = 0.2, vggface_weights: str | None = None):
         self.encoders = tuple(encoders)
         self.fps = fps
         self.size = size
         self.margin = margin
+        self.vggface_weights = vggface_weights
 
     def params(self) -> dict:
-        return {"encoders": list(self.encoders), "fps": self.fps, "size": self.size,
-                "margin": self.margin}
+        params = {"encoders": list(self.encoders), "fps": self.fps, "size": self.size,
+                  "margin": self.margin}
+        if "vggface" in self.encoders:
+            from .parallel import file_sha256
+            from .vggface import vggface_weights_path
+
+            params["vggface_weights_sha256"] = file_sha256(
+                vggface_weights_path(self.vggface_weights))
+        return params
 
     def inputs(self, row: dict) -> list[str]:
         return [row["video_path"]] if row.get("video_path") else []
@@ -445,11 +502,14 @@ class FaceFeatureExtractor:
     def _encoders(self):
         unknown = [e for e in self.encoders if e not in FRAME_ENCODERS]
         if unknown:
-            planned = [e for e in unknown if e in PLANNED_ENCODERS]
-            raise ParameterError(f"face encoder(s) {', '.join(unknown)} "
-                                 + ("not available yet" if planned else "unknown")
-                                 + f"; available: {', '.join(FRAME_ENCODERS)}")
-        return [FRAME_ENCODERS[e]() for e in self.encoders]
+            raise ParameterError(f"unknown face encoder(s) {', '.join(unknown)}; "
+                                 f"available: {', '.join(FRAME_ENCODERS)}")
+        if "vggface" in self.encoders:
+            from .vggface import vggface_weights_path
+
+            vggface_weights_path(self.vggface_weights)  # a clear error before any work
+        return [VGGFaceEncoder(self.vggface_weights) if e == "vggface" else FRAME_ENCODERS[e]()
+                for e in self.encoders]
 
     def __call__(self, clip_id: str, row: dict):
         from .media import sample_frames
@@ -463,7 +523,8 @@ class FaceFeatureExtractor:
         names = [n for enc in encoders for n in enc.feature_names()]
         try:
             frames = sample_frames(path, fps=self.fps)
-            faces = face_crops(frames, size=self.size, margin=self.margin)
+            faces = face_crops(frames, size=self.size, margin=self.margin,
+                               rgb_size=224 if "vggface" in self.encoders else None)
         except NoFaceError as exc:
             outcome.fail("face", path, exc)
             pooled = {f"face__{k}": np.nan for k in pool_frames(np.zeros((1, len(names))), names)}

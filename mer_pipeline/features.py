@@ -27,7 +27,7 @@ MODALITIES = ("audio", "face")
 
 def extract_features(manifest, out_dir: str | os.PathLike, *, modalities=("audio",),
                      audio_set: str | None = None, face_encoders=("expression",),
-                     fps: float = 3.0, n_jobs: int | None = -1, cache_dir=None,
+                     fps: float = 3.0, vggface_weights: str | None = None, n_jobs: int | None = -1, cache_dir=None,
                      backend: str = "loky", scheduler: str | None = None,
                      progress: bool = True, retry_failed: bool = False):
     """Extract per-clip features and write them under ``out_dir``.
@@ -50,6 +50,9 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities=("audio
         Frame encoders of the face stage (:data:`mer_pipeline.face.FRAME_ENCODERS`).
     fps : float
         Frames sampled per second of video (stills are one frame).
+    vggface_weights : path or None
+        keras-vggface ResNet-50 weights for the ``vggface`` encoder (default
+        ``$MER_VGGFACE_WEIGHTS``).
     n_jobs, cache_dir, backend, scheduler, progress, retry_failed
         See :func:`mer_pipeline.parallel.map_clips`. The cache defaults to
         ``<out_dir>/.cache`` (or ``$MER_CACHE_DIR``).
@@ -88,7 +91,9 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities=("audio
     if "face" in modalities:
         from .face import FaceFeatureExtractor
 
-        task = FaceFeatureExtractor(face_encoders, fps=fps)
+        task = FaceFeatureExtractor(face_encoders, fps=fps,
+                                    vggface_weights=None if vggface_weights is None
+                                    else str(vggface_weights))
         task._encoders()  # fail early on an unknown encoder
         with_video = manifest[manifest["video_path"] != ""]
         run = map_clips(task, with_video, desc="face features", **kw)

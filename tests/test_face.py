@@ -129,8 +129,8 @@ def test_face_features_table_and_no_face_clip(tmp_path, video):
     assert list(run.failures["stage"]) == ["face"]
     frames = pd.read_parquet(tmp_path / "out" / "face_frames.parquet")
     assert len(frames) == 3 and set(frames["clip_id"]) == set(table.index) - {"faces_sad_blank"}
-    with pytest.raises(ParameterError, match="not available yet"):
-        extract_features(scan, tmp_path / "o2", modalities=["face"], face_encoders=["vggface"])
+    with pytest.raises(ParameterError, match="unknown face encoder"):
+        extract_features(scan, tmp_path / "o2", modalities=["face"], face_encoders=["bogus"])
 
 
 def test_audio_and_face_tables_join_on_clip_id(tmp_path):
