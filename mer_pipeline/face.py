@@ -21,6 +21,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from .config import FRAME_RATE
 from .exceptions import MerError, ParameterError
 
 __all__ = ["NoFaceError", "FaceCrops", "detect_faces", "crop_face", "face_crops"]
@@ -464,6 +465,14 @@ def pool_frames(features: np.ndarray, names: list[str]) -> dict:
     return out
 
 
+@lru_cache(maxsize=8)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of a file, remembered while its size and modification time stay the same."""
+    from .parallel import file_sha256
+
+    return file_sha256(path)
+
+
 class FaceFeatureExtractor:
     """Per-clip task: frames at ``fps`` → face crops → encoders → pooled row.
 
@@ -477,7 +486,7 @@ class FaceFeatureExtractor:
     name = "face"
     version = "3"  # 2: detection on frames scaled to a 240 px short side; 3: OpenCV grey
 
-    def __init__(self, encoders=("expression",), *, fps: float = 3.0, size: int = 128,
+    def __init__(self, encoders=("expression",), *, fps: float = FRAME_RATE, size: int = 128,
                  margin: float = 0.2, vggface_weights: str | None = None):
         self.encoders = tuple(encoders)
         self.fps = fps
@@ -489,17 +498,20 @@ class FaceFeatureExtractor:
         params = {"encoders": list(self.encoders), "fps": self.fps, "size": self.size,
                   "margin": self.margin}
         if "vggface" in self.encoders:
-            from .parallel import file_sha256
             from .vggface import vggface_weights_path
 
-            params["vggface_weights_sha256"] = file_sha256(
-                vggface_weights_path(self.vggface_weights))
+            path = vggface_weights_path(self.vggface_weights)
+            stat = path.stat()
+            # params() runs once per clip (cache key): hash the ~100 MB file once per process
+            params["vggface_weights_sha256"] = _file_digest(str(path.resolve()), stat.st_size,
+                                                            stat.st_mtime_ns)
         return params
 
     def inputs(self, row: dict) -> list[str]:
         return [row["video_path"]] if row.get("video_path") else []
 
-    def _encoders(self):
+    def build_encoders(self) -> list:
+        """The frame encoders, checked (unknown names, missing VGGFace weights)."""
         unknown = [e for e in self.encoders if e not in FRAME_ENCODERS]
         if unknown:
             raise ParameterError(f"unknown face encoder(s) {', '.join(unknown)}; "
@@ -519,7 +531,7 @@ class FaceFeatureExtractor:
         path = row.get("video_path")
         if not path:
             return outcome
-        encoders = self._encoders()
+        encoders = self.build_encoders()
         names = [n for enc in encoders for n in enc.feature_names()]
         try:
             frames = sample_frames(path, fps=self.fps)

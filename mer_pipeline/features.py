@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .config import FRAME_RATE
 from .exceptions import FeatureTableError, ParameterError
 
 __all__ = ["extract_features", "load_features", "META_COLUMNS", "AUDIO_TABLE",
@@ -27,7 +28,8 @@ MODALITIES = ("audio", "face")
 
 def extract_features(manifest, out_dir: str | os.PathLike, *, modalities=("audio",),
                      audio_set: str | None = None, face_encoders=("expression",),
-                     fps: float = 3.0, vggface_weights: str | None = None, n_jobs: int | None = -1, cache_dir=None,
+                     fps: float = FRAME_RATE, vggface_weights: str | None = None,
+                     n_jobs: int | None = -1, cache_dir=None,
                      backend: str = "loky", scheduler: str | None = None,
                      progress: bool = True, retry_failed: bool = False):
     """Extract per-clip features and write them under ``out_dir``.
@@ -94,7 +96,7 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities=("audio
         task = FaceFeatureExtractor(face_encoders, fps=fps,
                                     vggface_weights=None if vggface_weights is None
                                     else str(vggface_weights))
-        task._encoders()  # fail early on an unknown encoder
+        task.build_encoders()  # fail early on an unknown encoder or missing weights
         with_video = manifest[manifest["video_path"] != ""]
         run = map_clips(task, with_video, desc="face features", **kw)
         table = _to_table(run.values, manifest)
