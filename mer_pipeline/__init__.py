@@ -6,7 +6,8 @@ Public API::
     extract_features    per-clip feature tables (cached, parallel)
     load_features       read a feature table back, checked
     SpeakerNormalizer   per-speaker standardisation (transformer)
-    EmotionClassifier   the classifier (estimator)
+    EmotionClassifier   the single-table classifier (estimator)
+    MultimodalEmotionClassifier  voice + face fusion (estimator)
     evaluate_features   actor-independent cross-validation report
     train_and_save, save_model, load_model, score_inputs
 """
@@ -27,6 +28,7 @@ from .exceptions import (
     SilentAudioError,
 )
 from .features import extract_features, load_features
+from .fusion import MultimodalEmotionClassifier, build_estimator
 from .persistence import ArtifactError, load_model, save_model, train_and_save
 from .scoring import score_inputs
 from .speaker import SpeakerNormalizer
@@ -35,7 +37,7 @@ __all__ = [
     "__version__",
     "CorpusScan", "discover", "parse_filename", "read_manifest",
     "extract_features", "load_features",
-    "SpeakerNormalizer", "EmotionClassifier",
+    "SpeakerNormalizer", "EmotionClassifier", "MultimodalEmotionClassifier", "build_estimator",
     "cross_validate_model", "evaluate_features",
     "train_and_save", "save_model", "load_model", "score_inputs",
     "MerError", "ParameterError", "MediaError", "MediaNotFoundError", "EmptyMediaError",

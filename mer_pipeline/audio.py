@@ -49,7 +49,8 @@ from .config import SAMPLE_RATE
 from .exceptions import ParameterError, SilentAudioError
 
 __all__ = ["FEATURE_SETS", "DEFAULT_SET", "available_sets", "resolve_set",
-           "audio_features", "AudioFeatureExtractor", "PREFIX"]
+           "audio_features", "audio_frames", "AudioFeatureExtractor", "PREFIX", "LLD_NAMES",
+           "LLD_RATE"]
 
 PREFIX = "audio__"
 #: The set ``default`` stands for (chosen by measurement, see README).
@@ -201,6 +202,57 @@ def resolve_set(name: str | None) -> tuple[str, ...]:
     return parts
 
 
+LLD_RATE = 25.0
+"""Frames per second of the low-level-descriptor sequence (:func:`audio_frames`)."""
+LLD_NAMES = tuple([f"mfcc{i + 1:02d}" for i in range(20)]
+                  + ["logrms", "log_centroid", "zcr", "flatness"])
+
+
+def audio_frames(y: np.ndarray, sr: int, *, rate: float = LLD_RATE) -> np.ndarray:
+    """Low-level descriptors over time: the audio sequence cross-attention attends over.
+
+    20 MFCCs (40 mel bands), log RMS energy (dB), log spectral centroid, zero
+    crossing rate and spectral flatness, computed on 25 ms windows every 10 ms
+    and averaged over blocks to ``rate`` frames per second (25 by default,
+    i.e. 40 ms per frame).
+
+    Parameters
+    ----------
+    y : np.ndarray, shape (n_samples,)
+        Mono signal.
+    sr : int > 0
+        Its sample rate.
+    rate : float > 0
+        Output frames per second (at most 100).
+
+    Returns
+    -------
+    np.ndarray of float32, shape (n_frames, len(LLD_NAMES))
+    """
+    import librosa
+
+    if not 0 < rate <= 100:
+        raise ParameterError(f"rate must be in (0, 100] frames per second; got {rate!r}")
+    y = np.asarray(y, dtype=np.float32)
+    n_fft, hop, win = 512, sr // 100, int(0.025 * sr)
+    spec = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop, win_length=win)) ** 2
+    mel = librosa.feature.melspectrogram(S=spec, sr=sr, n_mels=40)
+    mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=20)
+    mag = np.sqrt(spec)
+    rms = librosa.feature.rms(S=mag, frame_length=n_fft)[0]
+    centroid = librosa.feature.spectral_centroid(S=mag, sr=sr)[0]
+    zcr = librosa.feature.zero_crossing_rate(y, frame_length=win, hop_length=hop)[0]
+    n = min(mfcc.shape[1], len(zcr))
+    lld = np.vstack([mfcc[:, :n], 20 * np.log10(rms[:n] + 1e-10),
+                     np.log(centroid[:n] + 1.0), zcr[:n],
+                     librosa.feature.spectral_flatness(S=mag)[0][:n]]).T
+    block = max(1, int(round(100.0 / rate)))
+    m = max(1, n // block)
+    lld = lld[: m * block].reshape(m, -1, lld.shape[1]).mean(axis=1) if n >= block else \
+        lld.mean(axis=0, keepdims=True)
+    return lld.astype(np.float32)
+
+
 def audio_features(y: np.ndarray, sr: int, feature_set: str | None = "default") -> pd.Series:
     """Compute one clip's acoustic features.
 
@@ -245,13 +297,14 @@ class AudioFeatureExtractor:
     """Per-clip task: decode the clip's audio once and compute a feature set.
 
     Used by :func:`mer_pipeline.features.extract_features` through
-    :func:`mer_pipeline.parallel.map_clips`. Audio is decoded at the native
+    :func:`mer_pipeline.parallel.map_clips`. The value holds the clip's row
+    and its low-level-descriptor sequence (:func:`audio_frames`, at 16 kHz). Audio is decoded at the native
     highest rate the set needs (16 kHz; 22.05 kHz when ``seed45`` is in it) and
 resampled down for the parts defined at a lower rate.
     """
 
     name = "audio"
-    version = "1"
+    version = "2"  # 2: the value also holds the LLD sequence (audio_frames)
 
     def __init__(self, feature_set: str | None = "default"):
         self.feature_set = feature_set
@@ -281,5 +334,9 @@ resampled down for the parts defined at a lower rate.
         except Exception as exc:  # noqa: BLE001 - recorded per clip
             outcome.fail("audio", path, exc)
             return outcome
-        outcome.value = values.to_numpy(dtype=np.float32), tuple(values.index)
+        seq_y = y if rate == SAMPLE_RATE else load_audio(path, sr=SAMPLE_RATE)
+        lld = audio_frames(seq_y, SAMPLE_RATE)
+        frames = {"frame": np.arange(len(lld), dtype=np.int32), "features": lld,
+                  "names": list(LLD_NAMES)}
+        outcome.value = values.to_numpy(dtype=np.float32), tuple(values.index), frames
         return outcome

@@ -13,6 +13,7 @@ from pathlib import Path
 from . import config
 from ._version import __version__
 from .ensemble import MODELS
+from .fusion import FUSION_CHOICES
 from .exceptions import MerError
 
 EPILOG_MANIFEST = """examples:
@@ -33,12 +34,15 @@ EPILOG_FEATURES = """examples:
 EPILOG_EVALUATE = """examples:
   mer evaluate --features features/ --cv actor --folds 5 --report reports/
   mer evaluate --features features/ --cv actor --model svc --no-speaker-norm
+  mer evaluate --features features/ --fusion gated    # audio + face features
 """
 
 
 EPILOG_TRAIN = """examples:
   mer train --features features/ --out artifacts/model.joblib
   mer train --features features/ --model stacking --folds 0
+  mer train --features features/bench_fusion/paired --out artifacts/paired.joblib
+  mer train --features features/ --fusion concat --model stacking   # the design's ensemble
 """
 EPILOG_SCORE = """examples:
   mer score --model artifacts/model.joblib features/audio_features.csv --out predictions.csv
@@ -176,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=list(MODELS), default=None,
                    help="classifier (default: blend, the measured best; stacking is the "
                         "design's SVC+RF+XGBoost ensemble)")
+    p.add_argument("--fusion", choices=list(FUSION_CHOICES), default="auto",
+                   help="auto (default): late fusion when the features have audio and face, "
+                        "else the single-modality classifier; none: one classifier over all "
+                        "columns; late, concat, gated, cross_attention: see "
+                        "MultimodalEmotionClassifier")
     p.add_argument("--no-speaker-norm", action="store_true",
                    help="skip per-speaker standardisation")
     p.add_argument("--no-random", action="store_true",
@@ -195,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="artifact path (default %(default)s)")
     p.add_argument("--model", choices=list(MODELS), default=None,
                    help="classifier (default: blend)")
+    p.add_argument("--fusion", choices=list(FUSION_CHOICES), default="auto",
+                   help="auto (default): late fusion when the features have audio and face, "
+                        "else the single-modality classifier; none: one classifier over all "
+                        "columns; late, concat, gated, cross_attention: see "
+                        "MultimodalEmotionClassifier")
     p.add_argument("--folds", type=int, default=5,
                    help="actor-grouped CV folds for the metadata's figures (0: skip)")
     p.add_argument("--seed", type=int, default=0)
@@ -229,9 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args) -> int:
     from .persistence import train_and_save
 
-    _, meta = train_and_save(args.features, args.out, model=args.model,
+    _, meta = train_and_save(args.features, args.out, model=args.model, fusion=args.fusion,
                              cv_folds=args.folds or None, seed=args.seed, n_jobs=args.n_jobs)
-    print(f"trained {meta['estimator']}({meta['params'].get('model')}) on "
+    what = meta["params"].get("fusion") or meta["params"].get("model")
+    print(f"trained {meta['estimator']}({what}) on {'+'.join(meta['modalities'])} features of "
           f"{meta['training']['n_clips']} clips, {len(meta['training'].get('actors', []))} actors, "
           f"{len(meta['classes'])} classes")
     if meta.get("cv_metrics"):
@@ -348,7 +363,7 @@ def cmd_evaluate(args) -> int:
     from .evaluation import evaluate_features
 
     result = evaluate_features(args.features, cv=args.cv, folds=args.folds,
-                               report_dir=args.report, model=args.model,
+                               report_dir=args.report, model=args.model, fusion=args.fusion,
                                speaker_norm=not args.no_speaker_norm,
                                random_comparison=not args.no_random, seed=args.seed,
                                n_jobs=args.n_jobs)

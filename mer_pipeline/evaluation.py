@@ -296,7 +296,8 @@ def _plot_roc(y, proba, classes, path, title):
 def evaluate_features(features, *, cv: str = "actor", folds: int = 5, report_dir=None,
                       model: str | None = None, speaker_norm: bool = True,
                       random_comparison: bool = True, seed: int = 0,
-                      n_jobs: int | None = None, estimator=None) -> EvaluationResult:
+                      n_jobs: int | None = None, estimator=None,
+                      fusion: str = "auto") -> EvaluationResult:
     """Cross-validate the package's classifier on a feature table and report.
 
     Parameters
@@ -310,9 +311,11 @@ def evaluate_features(features, *, cv: str = "actor", folds: int = 5, report_dir
     folds : int
     report_dir : path or None
         Where :func:`write_report` writes; ``None`` writes nothing.
-    model, speaker_norm
-        Passed to :class:`~mer_pipeline.ensemble.EmotionClassifier`
-        (``model=None``: its default).
+    model, speaker_norm, fusion
+        Passed to :func:`mer_pipeline.fusion.build_estimator`: with audio and
+        face features the multimodal estimator (``late`` fusion), otherwise
+        :class:`~mer_pipeline.ensemble.EmotionClassifier` (``model=None``: its
+        default).
     random_comparison : bool
         With a grouped protocol, also compute the random-split figure and
         report it beside the honest one.
@@ -326,14 +329,14 @@ def evaluate_features(features, *, cv: str = "actor", folds: int = 5, report_dir
     -------
     EvaluationResult
     """
-    from .ensemble import EmotionClassifier
     from .features import load_features
+    from .fusion import build_estimator
 
     table = features if isinstance(features, pd.DataFrame) else load_features(features)
     table = table[table["emotion"].astype(str) != ""]
     if estimator is None:
-        kw = {} if model is None else {"model": model}
-        estimator = EmotionClassifier(speaker_norm=speaker_norm, random_state=seed, **kw)
+        estimator = build_estimator(table, fusion=fusion, model=model,
+                                    speaker_norm=speaker_norm, random_state=seed)
     groups = table["group"].to_numpy() if "group" in table.columns else None
     y = table["emotion"].to_numpy()
     result = cross_validate_model(estimator, table, y, groups=groups, protocol=cv, folds=folds,

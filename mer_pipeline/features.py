@@ -16,13 +16,17 @@ import pandas as pd
 from .config import FRAME_RATE
 from .exceptions import FeatureTableError, ParameterError
 
-__all__ = ["extract_features", "load_features", "META_COLUMNS", "AUDIO_TABLE",
-           "feature_columns"]
+__all__ = ["extract_features", "load_features", "read_sequences", "META_COLUMNS",
+           "AUDIO_TABLE", "VIDEO_TABLE", "SEQUENCE_COLUMNS", "feature_columns"]
 
 META_COLUMNS = ["corpus", "actor", "group", "gender", "emotion", "split"]
 AUDIO_TABLE = "audio_features.csv"
 VIDEO_TABLE = "video_features.csv"
 FRAME_TABLE = "face_frames.parquet"
+AUDIO_FRAME_TABLE = "audio_frames.parquet"
+SEQUENCE_COLUMNS = {"audio": "audio_frames", "face": "face_frames"}
+"""Object columns :func:`load_features` adds: one 2-D float32 array (frames × features)
+per clip, or ``None`` where the clip has no such sequence."""
 MODALITIES = ("audio", "face")
 
 
@@ -89,6 +93,7 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities=("audio
         path = out / AUDIO_TABLE
         table.to_csv(path, float_format="%.7g")
         written.append(path)
+        written.append(_write_frames(run.values, out / AUDIO_FRAME_TABLE, "audio__lld_"))
         runs.append(run)
     if "face" in modalities:
         from .face import FaceFeatureExtractor
@@ -103,7 +108,7 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities=("audio
         path = out / VIDEO_TABLE
         table.to_csv(path, float_format="%.7g")
         written.append(path)
-        written.append(_write_frames(run.values, out / FRAME_TABLE))
+        written.append(_write_frames(run.values, out / FRAME_TABLE, "face__"))
         runs.append(run)
     run = runs[0]
     for other in runs[1:]:
@@ -115,14 +120,14 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities=("audio
     return written, run
 
 
-def _write_frames(values: dict, path: Path) -> Path:
-    """Frame-level face features, long format: clip_id, frame, then features."""
+def _write_frames(values: dict, path: Path, prefix: str) -> Path:
+    """Frame-level features, long format: clip_id, frame, then features."""
     parts = []
     for clip_id, value in values.items():
         frames = value[2] if len(value) > 2 else None
         if frames is None:
             continue
-        part = pd.DataFrame(frames["features"], columns=[f"face__{n}" for n in frames["names"]])
+        part = pd.DataFrame(frames["features"], columns=[f"{prefix}{n}" for n in frames["names"]])
         part.insert(0, "frame", frames["frame"])
         part.insert(0, "clip_id", clip_id)
         parts.append(part)
@@ -153,11 +158,26 @@ def feature_columns(table: pd.DataFrame, prefix: str | None = None) -> list[str]
     return [c for c in table.columns if "__" in c and (prefix is None or c.startswith(prefix))]
 
 
-def load_features(path: str | os.PathLike, *, required_meta=("emotion",)) -> pd.DataFrame:
+def load_features(path: str | os.PathLike, *, required_meta=("emotion",),
+                  sequences: bool = True) -> pd.DataFrame:
     """Read a feature table: a CSV, or a folder written by ``mer features``.
 
     A folder's ``audio_features.csv`` and ``video_features.csv`` are joined on
     ``clip_id`` when both exist (a clip missing from one has NaN there).
+
+    Parameters
+    ----------
+    path : path
+        A feature CSV or a features folder.
+    required_meta : sequence of str
+        Metadata columns that must be present.
+    sequences : bool, default=True
+        Where the frame tables (``audio_frames.parquet``,
+        ``face_frames.parquet``) lie beside the CSVs, add the object columns
+        ``audio_frames`` and ``face_frames``: per clip a float32 array
+        (frames × features), or ``None``. They feed the learned attention of
+        :class:`~mer_pipeline.fusion.MultimodalEmotionClassifier`; other
+        models ignore them.
 
     Raises
     ------
@@ -171,15 +191,15 @@ def load_features(path: str | os.PathLike, *, required_meta=("emotion",)) -> pd.
         if not tables:
             raise FeatureTableError(f"no feature table in {path} (run `mer features` first)")
         if len(tables) == 1:
-            path = tables[0]
-        else:
-            audio = load_features(tables[0], required_meta=required_meta)
-            video = load_features(tables[1], required_meta=required_meta)
-            extra = [c for c in video.columns if c not in audio.columns]
-            joined = audio.join(video[extra], how="outer")
-            meta = [c for c in audio.columns if c not in feature_columns(audio)]
-            joined[meta] = joined[meta].fillna(video[meta].reindex(joined.index))
-            return joined
+            return load_features(tables[0], required_meta=required_meta, sequences=sequences)
+        audio = load_features(tables[0], required_meta=required_meta, sequences=sequences)
+        video = load_features(tables[1], required_meta=required_meta, sequences=sequences)
+        extra = [c for c in video.columns if c not in audio.columns]
+        joined = audio.join(video[extra], how="outer")
+        meta = [c for c in audio.columns if c not in feature_columns(audio)
+                and c not in SEQUENCE_COLUMNS.values()]
+        joined[meta] = joined[meta].fillna(video[meta].reindex(joined.index))
+        return joined
     if not path.is_file():
         raise FeatureTableError(f"no feature table at {path} (run `mer features` first)")
     table = pd.read_csv(path, dtype={c: str for c in META_COLUMNS + ["clip_id"]},
@@ -194,4 +214,45 @@ def load_features(path: str | os.PathLike, *, required_meta=("emotion",)) -> pd.
     if not cols:
         raise FeatureTableError(f"{path}: no feature columns (named <modality>__<feature>)")
     table[cols] = table[cols].apply(pd.to_numeric, errors="coerce")
+    table = table.copy()  # one block per dtype again (the assignment fragments it)
+    if sequences:
+        frames = {AUDIO_TABLE: (AUDIO_FRAME_TABLE, "audio"),
+                  VIDEO_TABLE: (FRAME_TABLE, "face")}.get(path.name)
+        if frames and (path.parent / frames[0]).is_file():
+            seq = read_sequences(path.parent / frames[0], table.index)
+            table = table.assign(**{SEQUENCE_COLUMNS[frames[1]]: seq})
     return table
+
+
+def read_sequences(path: str | os.PathLike, clip_ids=None) -> pd.Series:
+    """Read a frame table (Parquet, long format) as one array per clip.
+
+    Parameters
+    ----------
+    path : path
+        ``audio_frames.parquet`` or ``face_frames.parquet``.
+    clip_ids : sequence of str or None
+        Clips to return, in this order (``None`` where a clip has no frames);
+        default: all clips in the file.
+
+    Returns
+    -------
+    pandas.Series of object
+        Indexed by ``clip_id``; each value a float32 array of shape
+        ``(n_frames, n_features)``, frames in time order. The feature names are
+        in ``series.attrs["names"]``.
+    """
+    frame = pd.read_parquet(path)
+    if "clip_id" not in frame.columns:
+        raise FeatureTableError(f"{path}: no clip_id column")
+    names = [c for c in frame.columns if "__" in c]
+    frame = frame.sort_values(["clip_id", "frame"], kind="stable")
+    values = frame[names].to_numpy(dtype=np.float32)
+    ids = frame["clip_id"].astype(str).to_numpy()
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if len(ids) else np.array([], int)
+    ends = np.r_[starts[1:], len(ids)]
+    arrays = {ids[a]: values[a:b] for a, b in zip(starts, ends)}
+    index = pd.Index(list(arrays) if clip_ids is None else list(clip_ids), name="clip_id")
+    series = pd.Series([arrays.get(i) for i in index], index=index, dtype=object)
+    series.attrs["names"] = [n.split("__", 1)[1] for n in names]
+    return series

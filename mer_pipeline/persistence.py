@@ -68,6 +68,13 @@ def _training_summary(table: pd.DataFrame | None) -> dict:
                                     table[col].value_counts().sort_index().items()}
     if "group" in table.columns:
         out["actors"] = sorted(str(g) for g in table["group"].unique() if g)
+    for col in ("face_subject",):  # e.g. the paired benchmark's face subjects
+        if col in table.columns:
+            out[f"{col}s"] = sorted(str(g) for g in table[col].unique() if g)
+    for m in ("audio", "face"):
+        cols = [c for c in table.columns if str(c).startswith(f"{m}__")]
+        if cols:
+            out[f"clips_with_{m}"] = int(table[cols].notna().any(axis=1).sum())
     return out
 
 
@@ -110,8 +117,13 @@ def save_model(model, path: str | os.PathLike, *, training_table: pd.DataFrame |
         "sha256": _sha256(path),
         "versions": _versions(),
         "estimator": type(model).__name__,
-        "params": {k: v for k, v in model.get_params(deep=False).items()
+        "params": {k: v for k, v in model.get_params(deep=True).items()
                    if isinstance(v, (str, int, float, bool)) or v is None},
+        "modalities": list(getattr(model, "modalities_", []) or sorted(
+            {str(n).split("__", 1)[0] for n in (names if names is not None else [])
+             if "__" in str(n)})),
+        "frame_sequences": sorted(m for m, used in getattr(model, "sequences_", {}).items()
+                                  if used),
         "classes": [str(c) for c in model.classes_],
         "feature_columns": [str(n) for n in names] if names is not None else None,
         "n_features": int(getattr(model, "n_features_in_", 0)),
@@ -184,9 +196,15 @@ def load_model(path: str | os.PathLike, *, trust: bool = False):
 
 
 def train_and_save(features, out: str | os.PathLike, *, model: str | None = None,
-                   cv_folds: int | None = 5, seed: int = 0, n_jobs: int | None = None,
-                   **params):
-    """Fit :class:`~mer_pipeline.ensemble.EmotionClassifier` on a feature table and save it.
+                   fusion: str = "auto", cv_folds: int | None = 5, seed: int = 0,
+                   n_jobs: int | None = None, **params):
+    """Fit the package's classifier on a feature table and save it.
+
+    With audio and face features the classifier is
+    :class:`~mer_pipeline.fusion.MultimodalEmotionClassifier` (``late``
+    fusion unless ``fusion`` says otherwise), otherwise
+    :class:`~mer_pipeline.ensemble.EmotionClassifier`
+    (:func:`mer_pipeline.fusion.build_estimator` decides).
 
     Parameters
     ----------
@@ -196,6 +214,7 @@ def train_and_save(features, out: str | os.PathLike, *, model: str | None = None
         The ``.joblib`` artifact (metadata beside it).
     model : str or None
         ``EmotionClassifier(model=...)``; ``None`` for its default.
+    fusion : {"auto", "none", "late", "concat", "gated", "cross_attention"}
     cv_folds : int or None
         Run actor-grouped CV first and keep its figures in the metadata
         (``None`` or 0 skips it).
@@ -203,22 +222,20 @@ def train_and_save(features, out: str | os.PathLike, *, model: str | None = None
     n_jobs : int or None
         Folds fitted in parallel.
     **params
-        More ``EmotionClassifier`` hyper-parameters.
+        More hyper-parameters of the estimator.
 
     Returns
     -------
-    model : EmotionClassifier
+    model : EmotionClassifier or MultimodalEmotionClassifier
     metadata : dict
     """
-    from .ensemble import EmotionClassifier
     from .evaluation import cross_validate_model
     from .features import load_features
+    from .fusion import build_estimator
 
     table = features if isinstance(features, pd.DataFrame) else load_features(features)
     table = table[table["emotion"].astype(str) != ""]
-    if model is not None:
-        params["model"] = model
-    estimator = EmotionClassifier(random_state=seed, **params)
+    estimator = build_estimator(table, fusion=fusion, model=model, random_state=seed, **params)
     cv = None
     if cv_folds:
         result = cross_validate_model(estimator, table, table["emotion"],

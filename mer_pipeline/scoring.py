@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 
 from .exceptions import FeatureTableError
-from .features import META_COLUMNS, feature_columns, load_features
+from .features import META_COLUMNS, SEQUENCE_COLUMNS, feature_columns, load_features
 
-__all__ = ["align_features", "predict_table", "score_inputs", "feature_set_of"]
+__all__ = ["align_features", "predict_table", "score_inputs", "feature_set_of", "face_encoders_of",
+           "modalities_used"]
 
 
 def feature_set_of(columns) -> str:
@@ -24,6 +25,15 @@ def feature_set_of(columns) -> str:
             if part not in parts:
                 parts.append(part)
     return "+".join(parts)
+
+
+_ENCODER_PREFIX = {"expression": "face__expr_", "landmarks": "face__lmk_", "vggface": "face__vgg_"}
+
+
+def face_encoders_of(columns) -> list[str]:
+    """The face encoders a model's columns come from (``["expression", "landmarks"]``)."""
+    return [enc for enc, prefix in _ENCODER_PREFIX.items()
+            if any(str(c).startswith(prefix) for c in columns)]
 
 
 def align_features(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -48,7 +58,8 @@ def align_features(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
         warnings.warn(f"ignoring {len(extra)} feature column(s) the model does not use "
                       f"(e.g. {extra[0]})", stacklevel=2)
     meta = [c for c in META_COLUMNS if c in table.columns]
-    return table[meta + list(columns)]
+    sequences = [c for c in SEQUENCE_COLUMNS.values() if c in table.columns]
+    return table[meta + list(columns) + sequences]
 
 
 def predict_table(model, table: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
@@ -77,11 +88,26 @@ def predict_table(model, table: pd.DataFrame, columns: list[str] | None = None) 
     out["predicted"] = np.asarray(classes)[np.argmax(proba, axis=1)]
     for j, c in enumerate(classes):
         out[f"proba_{c}"] = proba[:, j]
-    used = sorted({c.split("__", 1)[0] for c in columns if "__" in c})
-    out["modalities"] = "+".join(used)
+    out["modalities"] = modalities_used(model, X, columns)
     if "emotion" in table.columns and (table["emotion"].astype(str) != "").any():
         out.insert(0, "emotion", table["emotion"])
     return out
+
+
+def modalities_used(model, X: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """Per clip, the modalities its prediction used (``audio+face``, ``audio``, …).
+
+    The model's own record where it keeps one
+    (:meth:`~mer_pipeline.fusion.MultimodalEmotionClassifier.modalities_used`);
+    otherwise the model's modalities of which the clip has at least one feature.
+    """
+    if hasattr(model, "modalities_used"):
+        return model.modalities_used(X)
+    mods = sorted({c.split("__", 1)[0] for c in columns if "__" in c})
+    have = {m: X[[c for c in columns if c.startswith(f"{m}__")]].notna().any(axis=1).to_numpy()
+            for m in mods}
+    return np.array(["+".join(m for m in mods if have[m][i]) or "none" for i in range(len(X))],
+                    dtype=object)
 
 
 def _is_feature_csv(path: Path) -> bool:
@@ -94,7 +120,7 @@ def _is_feature_csv(path: Path) -> bool:
 def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLike | None = None,
                  trust: bool = False, cache_dir=None, n_jobs: int | None = -1,
                  backend: str = "loky", scheduler: str | None = None, progress: bool = True,
-                 retry_failed: bool = False):
+                 retry_failed: bool = False, vggface_weights: str | None = None):
     """Score feature CSVs and/or media files and folders with a saved model.
 
     Parameters
@@ -114,6 +140,10 @@ def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLik
     cache_dir, n_jobs, backend, scheduler, progress, retry_failed
         See :func:`mer_pipeline.parallel.map_clips`; the cache defaults to
         ``$MER_CACHE_DIR`` or ``features/.cache``.
+    vggface_weights : path or None
+        For a model trained on ``vggface`` face features (default
+        ``$MER_VGGFACE_WEIGHTS``). The audio set and the face encoders are
+        read from the model's columns.
 
     Returns
     -------
@@ -144,6 +174,8 @@ def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLik
         with tempfile.TemporaryDirectory() as tmp:
             _, run = extract_features(scan, tmp, modalities=modalities,
                                       audio_set=feature_set_of(columns) or None,
+                                      face_encoders=face_encoders_of(columns) or ("expression",),
+                                      vggface_weights=vggface_weights,
                                       cache_dir=cache, n_jobs=n_jobs, backend=backend,
                                       scheduler=scheduler, progress=progress,
                                       retry_failed=retry_failed)

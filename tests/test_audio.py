@@ -80,8 +80,13 @@ def test_features_table_over_a_mixed_corpus(tmp_path, tone):
     out = tmp_path / "features"
     written, run = extract_features(scan, out, audio_set="egemaps", n_jobs=2, progress=False)
     table = load_features(out)
-    assert written == [out / "audio_features.csv"]
+    assert written == [out / "audio_features.csv", out / "audio_frames.parquet"]
     assert len(table) == 4 and table.index.name == "clip_id"
+    # the LLD sequence of each clip rides along: 25 frames per second, 24 descriptors
+    seq = table.loc["ravdess_01-03-01-01-01-01", "audio_frames"]
+    assert seq.dtype == np.float32 and seq.shape == (25, 24) and np.isfinite(seq).all()
+    assert table.loc["ravdess_01-05-01-01-01-01", "audio_frames"].shape[0] == 7  # 0.3 s
+    assert "audio_frames" not in load_features(out, sequences=False).columns
     assert list(table.columns[:6]) == ["corpus", "actor", "group", "gender", "emotion", "split"]
     feats = [c for c in table.columns if c.startswith("audio__")]
     assert len(feats) == 88 and np.isfinite(table[feats].to_numpy()).all()

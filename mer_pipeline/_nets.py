@@ -1,0 +1,114 @@
+"""The fusion networks of :class:`~mer_pipeline.fusion.MultimodalEmotionClassifier`.
+
+A module of its own so that PyTorch is imported only when a network is asked
+for, and so that a fitted network pickles (its classes live at module level).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["AttentionPool", "FusionNet"]
+
+
+class AttentionPool(nn.Module):
+    """Learned attention pooling over a sequence: ``softmax(w · tanh(W x_t))`` weights.
+
+    Parameters
+    ----------
+    d : int
+        Token width.
+    """
+
+    def __init__(self, d: int):
+        super().__init__()
+        self.score = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1))
+
+    def forward(self, x, mask):
+        s = self.score(x).squeeze(-1).masked_fill(~mask, float("-inf"))
+        w = torch.softmax(s, dim=1)
+        return torch.bmm(w.unsqueeze(1), x).squeeze(1)
+
+
+class FusionNet(nn.Module):
+    """Gated or cross-attention fusion of K modalities.
+
+    Each modality ``m`` comes as a vector (its PCA components, and the
+    log-probabilities of its own classifier) and a token sequence (its frames,
+    or the vector as one token), with a mask of real tokens, and a flag of
+    whether the clip has it. A learned null token leads each sequence so that
+    attention is defined for a clip without the modality.
+
+    ``gated``: ``h_m = tanh(MLP(vector_m) + AttentionPool(tokens_m))``; a gate
+    computed from all ``h_m`` gives a softmax weight per modality present;
+    the head reads ``Σ w_m h_m``.
+
+    ``cross_attention``: each modality's tokens attend (multi-head) over the
+    other modalities' tokens; the result, added to the tokens and normalised,
+    is pooled by a learned attention over time; the head reads each
+    modality's vector encoding and pooled sequence.
+
+    Parameters
+    ----------
+    fusion : {"gated", "cross_attention"}
+    dims : list of (int, int)
+        Per modality: vector width, token width.
+    n_classes, hidden, heads : int
+    dropout : float
+    """
+
+    def __init__(self, fusion, dims, n_classes, hidden, heads, dropout):
+        super().__init__()
+        self.fusion = fusion
+        k = len(dims)
+        self.vec = nn.ModuleList(
+            nn.Sequential(nn.Dropout(dropout), nn.Linear(dv, hidden), nn.GELU(),
+                          nn.Dropout(dropout)) for dv, _ in dims)
+        self.tok = nn.ModuleList(nn.Sequential(nn.Linear(dt, hidden), nn.GELU())
+                                 for _, dt in dims)
+        self.null = nn.Parameter(torch.zeros(k, 1, hidden))
+        self.pool = nn.ModuleList(AttentionPool(hidden) for _ in dims)
+        if fusion == "gated":
+            self.gate = nn.Linear(k * hidden, k)
+            self.head = nn.Sequential(nn.LayerNorm(hidden), nn.Dropout(dropout),
+                                      nn.Linear(hidden, n_classes))
+        else:
+            self.cross = nn.ModuleList(
+                nn.MultiheadAttention(hidden, heads, dropout=dropout, batch_first=True)
+                for _ in dims)
+            self.norm = nn.ModuleList(nn.LayerNorm(hidden) for _ in dims)
+            self.missing = nn.Parameter(torch.zeros(k, hidden))
+            self.head = nn.Sequential(nn.LayerNorm(2 * k * hidden), nn.Dropout(dropout),
+                                      nn.Linear(2 * k * hidden, n_classes))
+
+    def _seq(self, j, tokens, mask):
+        t = self.tok[j](tokens)
+        null = self.null[j].expand(t.shape[0], 1, -1)
+        ones = torch.ones(t.shape[0], 1, dtype=torch.bool)
+        return torch.cat([null, t], 1), torch.cat([ones, mask], 1)
+
+    def gates(self, vecs, toks, masks, avail):
+        """Per clip, the weight the gate gives each modality (``gated`` only)."""
+        k = len(vecs)
+        seqs = [self._seq(j, toks[j], masks[j]) for j in range(k)]
+        h = [torch.tanh(self.vec[j](vecs[j]) + self.pool[j](*seqs[j])) for j in range(k)]
+        gate = self.gate(torch.cat([h[j] * avail[:, [j]] for j in range(k)], 1))
+        return torch.softmax(gate.masked_fill(avail == 0, float("-inf")), dim=1), h
+
+    def forward(self, vecs, toks, masks, avail):
+        k = len(vecs)
+        if self.fusion == "gated":
+            gate, h = self.gates(vecs, toks, masks, avail)
+            return self.head(sum(gate[:, [j]] * h[j] for j in range(k)))
+        seqs = [self._seq(j, toks[j], masks[j]) for j in range(k)]
+        parts = []
+        for j in range(k):
+            q, qmask = seqs[j]
+            others = [seqs[i] for i in range(k) if i != j] or [seqs[j]]
+            kv = torch.cat([o[0] for o in others], 1)
+            kvmask = torch.cat([o[1] for o in others], 1)
+            ctx, _ = self.cross[j](q, kv, kv, key_padding_mask=~kvmask, need_weights=False)
+            pooled = self.pool[j](self.norm[j](q + ctx), qmask)
+            a = avail[:, [j]]
+            parts += [a * self.vec[j](vecs[j]) + (1 - a) * self.missing[j], a * pooled]
+        return self.head(torch.cat(parts, 1))
