@@ -17,7 +17,7 @@ INPUT ?= $(SHARED_OTHER)
 N_JOBS ?= -1
 FOLDS ?= 5
 
-.PHONY: help install test demo need-data features evaluate train score bench-audio bench-face clean
+.PHONY: help install test demo need-data features evaluate train score bench-audio bench-face bench-fusion train-paired clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -53,7 +53,7 @@ demo: install need-data ## install, then run the job end to end on DATA (default
 	  $(MER) score --model $(MODEL) $(INPUT) --out $(PREDICTIONS) --n-jobs $(N_JOBS) --no-progress; \
 	else echo "no INPUT to score: pass INPUT=clips/or/features.csv"; fi
 	@echo "demo done: features in $(FEATURES)/, honest report in $(REPORT)/, model $(MODEL), predictions $(PREDICTIONS)."
-	@echo "(audio only: face features exist, mer features --modalities face; the fusion model is the next stage)"
+	@echo "(audio-visual clips: the same targets extract face features too and train the fusion model; see make bench-fusion)"
 
 features: install need-data ## extract per-clip features of DATA into FEATURES/
 	$(MER) features $(DATA) --out $(FEATURES) --n-jobs $(N_JOBS)
@@ -73,6 +73,16 @@ bench-audio: install ## audio benchmark: extraction speed and accuracy table -> 
 
 bench-face: install ## face benchmark: CK+48 / JAFFE subject-grouped accuracy and speed per clip -> benchmarks/results/
 	$(PY) benchmarks/bench_face.py --shared ../shared/data --out benchmarks/results
+
+bench-fusion: install ## fusion benchmark: RAVDESS voices paired with JAFFE faces, each fusion vs each modality -> benchmarks/results/
+	$(PY) benchmarks/bench_fusion.py --shared ../shared/data --out benchmarks/results --work $(FEATURES)/bench_fusion --n-jobs $(N_JOBS)
+
+PAIRED_MODEL ?= artifacts/paired.joblib
+AV_CLIP := ../shared/data/samples/ravdess_av_reencoded/Actor_01/01-01-07-02-02-01-01.mp4
+train-paired: install ## train the fusion model on the paired benchmark (after bench-fusion) and score the real AV sample clip
+	$(MER) train --features $(FEATURES)/bench_fusion/paired --out $(PAIRED_MODEL) --folds 0
+	$(MER) score --model $(PAIRED_MODEL) $(AV_CLIP) --out predictions_av.csv --no-progress
+	@cat predictions_av.csv
 
 clean: ## remove outputs (features, reports, caches); keeps .venv
 	rm -rf $(FEATURES)/* $(FEATURES)/.cache $(REPORT) .pytest_cache

@@ -48,8 +48,7 @@ from mer_pipeline import discover  # noqa: E402
 from mer_pipeline.ensemble import EmotionClassifier  # noqa: E402
 from mer_pipeline.evaluation import cross_validate_model  # noqa: E402
 from mer_pipeline.features import (  # noqa: E402
-    AUDIO_FRAME_TABLE, AUDIO_TABLE, FRAME_TABLE, META_COLUMNS, VIDEO_TABLE, extract_features,
-    load_features)
+    AUDIO_FRAME_TABLE, FRAME_TABLE, extract_features, load_features, write_features)
 from mer_pipeline.fusion import MultimodalEmotionClassifier  # noqa: E402
 
 FACE_ENCODERS = ["expression", "landmarks"]
@@ -77,29 +76,6 @@ def build_paired(audio: pd.DataFrame, faces: pd.DataFrame) -> pd.DataFrame:
     table["face_id"] = pairs["face_id"]
     table["face_subject"] = pairs["face_subject"]
     return table
-
-
-def write_paired(table: pd.DataFrame, out: Path, sources: dict) -> None:
-    """The paired table as a features folder (what ``mer train --features`` reads).
-
-    ``sources``: sequence column → the frame table it was read from (for its column names).
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    meta = [c for c in META_COLUMNS if c in table.columns]
-    audio_cols = [c for c in table.columns if c.startswith("audio__")]
-    face_cols = [c for c in table.columns if c.startswith("face__")] + ["face_n_frames",
-                                                                        "face_fraction"]
-    table[meta + audio_cols].to_csv(out / AUDIO_TABLE, float_format="%.7g")
-    table[meta + face_cols].to_csv(out / VIDEO_TABLE, float_format="%.7g")
-    for col, name in (("audio_frames", AUDIO_FRAME_TABLE), ("face_frames", FRAME_TABLE)):
-        names = [c for c in pd.read_parquet(sources[col]).columns if "__" in c]
-        parts = []
-        for clip_id, seq in table[col].items():
-            part = pd.DataFrame(seq, columns=names)
-            part.insert(0, "frame", np.arange(len(seq), dtype=np.int32))
-            part.insert(0, "clip_id", clip_id)
-            parts.append(part)
-        pd.concat(parts, ignore_index=True).to_parquet(out / name, index=False)
 
 
 def candidates(n_jobs):
@@ -144,9 +120,10 @@ def main(argv=None):
         extract_features(discover(src), args.work / dst, n_jobs=args.n_jobs, progress=False,
                          **kw)
     table = build_paired(load_features(args.work / "ravdess"), load_features(args.work / "jaffe"))
-    write_paired(table, args.work / "paired",
-                 {"audio_frames": args.work / "ravdess" / AUDIO_FRAME_TABLE,
-                  "face_frames": args.work / "jaffe" / FRAME_TABLE})
+    names = {col: [c.split("__", 1)[1] for c in pd.read_parquet(path).columns if "__" in c]
+             for col, path in (("audio_frames", args.work / "ravdess" / AUDIO_FRAME_TABLE),
+                               ("face_frames", args.work / "jaffe" / FRAME_TABLE))}
+    write_features(table, args.work / "paired", frame_names=names)
     y, groups = table["emotion"], table["face_subject"]
     print(f"paired table: {len(table)} clips, {table['actor'].nunique()} actors, "
           f"{groups.nunique()} face subjects, {table['face_id'].nunique()} distinct images",

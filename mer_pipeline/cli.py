@@ -148,9 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
                  epilog=EPILOG_FEATURES)
     p.add_argument("--out", type=Path, default=Path(config.FEATURES_DIR), metavar="DIR",
                    help="output folder (default %(default)s)")
-    p.add_argument("--modalities", default="audio",
-                   help="comma-separated: audio, face (default %(default)s)")
-    p.add_argument("--face-encoders", default="expression",
+    p.add_argument("--modalities", default="auto",
+                   help="comma-separated: audio, face; auto (default): audio for clips with "
+                        "sound, face for clips with video")
+    p.add_argument("--face-encoders", default=",".join(config.FACE_ENCODERS),
                    help="comma-separated frame encoders of the face stage (default %(default)s)")
     p.add_argument("--fps", type=_positive_float, default=config.FRAME_RATE,
                    help="video frames sampled per second for the face stage (default %(default)s)")
@@ -348,6 +349,8 @@ def cmd_features(args) -> int:
     scan = discover(args.data)
     print(scan.format_summary())
     modalities = [m.strip() for m in args.modalities.split(",") if m.strip()]
+    if modalities == ["auto"]:
+        modalities = "auto"
     encoders = [e.strip() for e in args.face_encoders.split(",") if e.strip()]
     written, run = extract_features(scan, args.out, modalities=modalities,
                                     audio_set=args.audio_set, face_encoders=encoders,

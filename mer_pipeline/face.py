@@ -21,7 +21,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .config import FRAME_RATE
+from .config import FACE_ENCODERS, FRAME_RATE
 from .exceptions import MerError, ParameterError
 
 __all__ = ["NoFaceError", "FaceCrops", "detect_faces", "crop_face", "face_crops"]
@@ -486,7 +486,7 @@ class FaceFeatureExtractor:
     name = "face"
     version = "3"  # 2: detection on frames scaled to a 240 px short side; 3: OpenCV grey
 
-    def __init__(self, encoders=("expression",), *, fps: float = FRAME_RATE, size: int = 128,
+    def __init__(self, encoders=FACE_ENCODERS, *, fps: float = FRAME_RATE, size: int = 128,
                  margin: float = 0.2, vggface_weights: str | None = None):
         self.encoders = tuple(encoders)
         self.fps = fps

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import FRAME_RATE
+from .config import FACE_ENCODERS, FRAME_RATE
 from .exceptions import FeatureTableError, ParameterError
 
-__all__ = ["extract_features", "load_features", "read_sequences", "META_COLUMNS",
+__all__ = ["extract_features", "load_features", "read_sequences", "write_features",
+           "META_COLUMNS",
            "AUDIO_TABLE", "VIDEO_TABLE", "SEQUENCE_COLUMNS", "feature_columns"]
 
 META_COLUMNS = ["corpus", "actor", "group", "gender", "emotion", "split"]
@@ -30,8 +31,8 @@ per clip, or ``None`` where the clip has no such sequence."""
 MODALITIES = ("audio", "face")
 
 
-def extract_features(manifest, out_dir: str | os.PathLike, *, modalities=("audio",),
-                     audio_set: str | None = None, face_encoders=("expression",),
+def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
+                     audio_set: str | None = None, face_encoders=FACE_ENCODERS,
                      fps: float = FRAME_RATE, vggface_weights: str | None = None,
                      n_jobs: int | None = -1, cache_dir=None,
                      backend: str = "loky", scheduler: str | None = None,
@@ -47,13 +48,15 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities=("audio
         Receives ``audio_features.csv`` and/or ``video_features.csv`` (with
         the frame-level face features in ``face_frames.parquet``), and
         ``failures.csv``.
-    modalities : sequence of {"audio", "face"}
-        Which tables to write.
+    modalities : "auto" or sequence of {"audio", "face"}
+        Which tables to write; ``"auto"``: audio when a clip has sound, face
+        when a clip has video.
     audio_set : str or None
         Acoustic feature set (:func:`mer_pipeline.audio.available_sets`);
         ``None`` is the default set.
     face_encoders : sequence of str
-        Frame encoders of the face stage (:data:`mer_pipeline.face.FRAME_ENCODERS`).
+        Frame encoders of the face stage (:data:`mer_pipeline.face.FRAME_ENCODERS`);
+        default :data:`mer_pipeline.config.FACE_ENCODERS`.
     fps : float
         Frames sampled per second of video (stills are one frame).
     vggface_weights : path or None
@@ -73,13 +76,16 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities=("audio
     from .audio import AudioFeatureExtractor, resolve_set
     from .parallel import default_cache_dir, map_clips, split_scan, write_failures
 
+    manifest, scan_failures = split_scan(manifest)
+    if isinstance(modalities, str) and modalities == "auto":
+        modalities = [m for m, col in (("audio", "audio_path"), ("face", "video_path"))
+                      if col in manifest.columns and (manifest[col] != "").any()] or ["audio"]
     if not modalities:
         raise ParameterError(f"no modality asked for; available: {', '.join(MODALITIES)}")
     unknown = [m for m in modalities if m not in MODALITIES]
     if unknown:
         raise ParameterError(f"unknown modality {unknown[0]!r}; available: {', '.join(MODALITIES)}")
     resolve_set(audio_set)  # fail early on a bad name
-    manifest, scan_failures = split_scan(manifest)
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     cache = default_cache_dir(out) if cache_dir is None else cache_dir
@@ -153,6 +159,62 @@ def _to_table(values: dict, manifest: pd.DataFrame) -> pd.DataFrame:
     return meta.join(table)
 
 
+def write_features(table: pd.DataFrame, out_dir: str | os.PathLike, *,
+                   frame_names: dict | None = None) -> list[Path]:
+    """Write a (joined) feature table as a features folder, the way ``mer features`` does.
+
+    The inverse of :func:`load_features`: ``audio__`` columns go to
+    ``audio_features.csv``, ``face__`` columns (and the face bookkeeping
+    columns) to ``video_features.csv``, the sequence columns to
+    ``audio_frames.parquet`` / ``face_frames.parquet``; metadata to both CSVs.
+    Useful for tables built in Python (a paired benchmark, a subset).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        Indexed by ``clip_id``.
+    out_dir : path
+    frame_names : dict or None
+        Sequence column → names of its frame features (default ``f000``, …).
+
+    Returns
+    -------
+    list of Path
+        The files written.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = [c for c in META_COLUMNS if c in table.columns]
+    written = []
+    for modality, name, extra in (("audio", AUDIO_TABLE, []),
+                                  ("face", VIDEO_TABLE, ["face_n_frames", "face_fraction"])):
+        cols = [c for c in table.columns if str(c).startswith(f"{modality}__")]
+        if not cols:
+            continue
+        rows = table[cols].notna().any(axis=1)
+        keep = meta + cols + [c for c in extra if c in table.columns]
+        table.loc[rows, keep].rename_axis("clip_id").to_csv(out / name, float_format="%.7g")
+        written.append(out / name)
+        seq_col = SEQUENCE_COLUMNS[modality]
+        if seq_col in table.columns:
+            path = out / (AUDIO_FRAME_TABLE if modality == "audio" else FRAME_TABLE)
+            parts = []
+            for clip_id, seq in table.loc[rows, seq_col].items():
+                if seq is None or not len(seq):
+                    continue
+                names = (frame_names or {}).get(seq_col) or [
+                    f"f{i:03d}" for i in range(seq.shape[1])]
+                part = pd.DataFrame(np.asarray(seq, np.float32),
+                                    columns=[f"{modality}__{n}" for n in names])
+                part.insert(0, "frame", np.arange(len(seq), dtype=np.int32))
+                part.insert(0, "clip_id", clip_id)
+                parts.append(part)
+            if parts:
+                pd.concat(parts, ignore_index=True).to_parquet(path, index=False)
+                written.append(path)
+    return written
+
+
 def feature_columns(table: pd.DataFrame, prefix: str | None = None) -> list[str]:
     """Feature columns of a table (those with a ``<modality>__`` prefix)."""
     return [c for c in table.columns if "__" in c and (prefix is None or c.startswith(prefix))]
@@ -199,6 +261,10 @@ def load_features(path: str | os.PathLike, *, required_meta=("emotion",),
         meta = [c for c in audio.columns if c not in feature_columns(audio)
                 and c not in SEQUENCE_COLUMNS.values()]
         joined[meta] = joined[meta].fillna(video[meta].reindex(joined.index))
+        for col in SEQUENCE_COLUMNS.values():  # a clip absent from one table: None, not NaN
+            if col in joined.columns:
+                joined[col] = pd.Series([v if isinstance(v, np.ndarray) else None
+                                         for v in joined[col]], index=joined.index, dtype=object)
         return joined
     if not path.is_file():
         raise FeatureTableError(f"no feature table at {path} (run `mer features` first)")

@@ -54,7 +54,7 @@ from sklearn.svm import SVC
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from .ensemble import EmotionClassifier
+from .ensemble import EmotionClassifier, feature_blocks
 from .exceptions import FeatureTableError, ParameterError
 from .features import SEQUENCE_COLUMNS
 from .speaker import SpeakerNormalizer, split_groups
@@ -141,8 +141,9 @@ class MultimodalEmotionClassifier(ClassifierMixin, BaseEstimator):
     min_speaker_clips : int, default=10
         Fewest clips of a speaker for its own statistics to be used.
     pca_components : int or None, default=300
-        Upper bound on each modality's PCA components (``concat`` and the
-        networks), never more than the data allows; ``None`` skips PCA.
+        Upper bound on the PCA components of each feature set of a modality
+        (``concat`` and the networks), never more than the data allows
+        (clips, rank); ``None`` skips PCA.
     frame_components : int, default=64
         PCA components of each face frame before the networks' attention.
     inner_cv : int, default=5
@@ -189,7 +190,8 @@ class MultimodalEmotionClassifier(ClassifierMixin, BaseEstimator):
     normalizers_ : dict
         Modality → fitted :class:`SpeakerNormalizer` or ``StandardScaler``.
     pcas_ : dict
-        Modality → fitted PCA (or ``None``).
+        Modality → list of (column indices, fitted PCA or ``None``), one per
+        feature set of the modality.
     estimators_ : dict
         ``late``: modality → fitted classifier; ``concat``: ``{"fused": …}``.
     meta_ : fitted meta-learner (``late``)
@@ -346,21 +348,36 @@ class MultimodalEmotionClassifier(ClassifierMixin, BaseEstimator):
         return out
 
     def _reduce(self, Z: dict, avail, *, fit: bool) -> dict:
-        """Modality → PCA components (rows without the modality are 0)."""
+        """Modality → PCA components (rows without the modality are 0).
+
+        PCA runs per feature set of the modality (``audio__egemaps``,
+        ``face__lmk``, …), up to ``pca_components`` each: one PCA over a whole
+        modality lets its widest set (thousands of CNN activations) crowd
+        out a small one (136 landmark coordinates) in the leading components.
+        """
         if fit:
-            self.pcas_ = {}
+            self.pcas_, self.reduced_names_ = {}, {}
         out = {}
         for j, m in enumerate(self.modalities_):
             z = Z[m]
             if fit:
                 rows = avail[:, j]
-                k = None if self.pca_components is None else int(
-                    min(self.pca_components, z.shape[1], max(1, rows.sum() - 1)))
-                self.pcas_[m] = None if k is None else _pca(z[rows], k, self.random_state)
-            pca = self.pcas_[m]
-            r = z if pca is None else pca.transform(z)
-            if pca is not None:
-                r = r / np.sqrt(np.maximum(pca.explained_variance_[0], 1e-12))
+                self.pcas_[m], self.reduced_names_[m] = [], []
+                sets = feature_blocks(self._names(m, z.shape[1]))
+                for name, idx in sets.items():
+                    k = None if self.pca_components is None else int(
+                        min(self.pca_components, len(idx), max(1, rows.sum() - 1)))
+                    pca = None if k is None else _pca(z[rows][:, idx], k, self.random_state)
+                    self.pcas_[m].append((idx, pca))
+                    n = len(idx) if pca is None else pca.n_components_
+                    self.reduced_names_[m] += [f"{name}_pca{i:03d}" for i in range(n)]
+            parts = []
+            for idx, pca in self.pcas_[m]:
+                r = z[:, idx] if pca is None else pca.transform(z[:, idx])
+                if pca is not None:
+                    r = r / np.sqrt(np.maximum(pca.explained_variance_[0], 1e-12))
+                parts.append(r)
+            r = np.hstack(parts)
             r[~avail[:, j]] = 0.0
             out[m] = r.astype(np.float64)
         return out
@@ -522,7 +539,7 @@ class MultimodalEmotionClassifier(ClassifierMixin, BaseEstimator):
 
     def _fit_concat(self, Z, codes, groups, avail):
         R = self._reduce(Z, avail, fit=True)
-        names = [f"{m}__pca_{i:03d}" for m in self.modalities_ for i in range(R[m].shape[1])]
+        names = [n for m in self.modalities_ for n in self.reduced_names_[m]]
         full = avail.all(axis=1)
         parts, t, g = [], [], []
         for k, mask in enumerate(self._augment_masks(avail)):

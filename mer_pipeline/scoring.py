@@ -111,6 +111,11 @@ def modalities_used(model, X: pd.DataFrame, columns: list[str]) -> np.ndarray:
 
 
 def _is_feature_csv(path: Path) -> bool:
+    """A feature CSV, or a features folder written by ``mer features``."""
+    from .features import AUDIO_TABLE, VIDEO_TABLE
+
+    if path.is_dir():
+        return (path / AUDIO_TABLE).is_file() or (path / VIDEO_TABLE).is_file()
     if path.suffix.lower() != ".csv" or not path.is_file():
         return False
     header = pd.read_csv(path, nrows=0).columns
@@ -129,7 +134,8 @@ def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLik
         A model saved by :func:`mer_pipeline.persistence.save_model` (checked
         by :func:`~mer_pipeline.persistence.load_model`).
     inputs : sequence of paths
-        Feature CSVs (columns ``clip_id`` and ``<modality>__…``) or media files,
+        Feature CSVs (columns ``clip_id`` and ``<modality>__…``), features
+        folders (``mer features`` output, frame tables included), or media files,
         folders and listings; media get their features extracted on the way,
         through the same per-clip cache as ``mer features``. Labels in the file
         names are kept (column ``emotion``) but not needed.

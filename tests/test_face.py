@@ -180,3 +180,24 @@ def test_landmarks_on_real_stills():
         pts = feats[0, :136].reshape(68, 2)
         assert pts[8, 1] > pts[30, 1] > pts[27, 1]   # chin below nose tip below nose bridge
         assert pts[36:42, 0].mean() < 0 < pts[42:48, 0].mean()
+
+
+def test_auto_modalities_extract_face_only_where_there_is_video(tmp_path, mixed_corpus):
+    _expression_encoder()
+    from mer_pipeline import discover, load_features
+    from mer_pipeline.features import extract_features
+
+    scan = discover(mixed_corpus)
+    written, run = extract_features(scan, tmp_path / "out", audio_set="egemaps", n_jobs=1,
+                                    progress=False)
+    assert {p.name for p in written} == {"audio_features.csv", "audio_frames.parquet",
+                                         "video_features.csv", "face_frames.parquet"}
+    table = load_features(tmp_path / "out", required_meta=())
+    # the AV clip has both; the wav has no video: its face columns are missing, not zero
+    av, wav = table.loc["ravdess_01-03-01-01-01-02"], table.loc["ravdess_01-07-01-01-01-02"]
+    assert np.isfinite(av["audio__egemaps_loudness_sma3_amean"]) and av["face_fraction"] == 0
+    assert np.isnan(wav["face__expr_gap_000_mean"]) and wav["face_frames"] is None
+    assert isinstance(wav["audio_frames"], np.ndarray)
+    only_audio, _ = extract_features(discover(mixed_corpus / "Actor_02" / "03-01-07-01-01-01-02.wav"),
+                                     tmp_path / "o2", audio_set="egemaps", progress=False)
+    assert [p.name for p in only_audio] == ["audio_features.csv", "audio_frames.parquet"]

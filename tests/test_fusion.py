@@ -205,3 +205,61 @@ def test_sklearn_compatible(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         check(estimator)
+
+
+def test_train_save_score_roundtrip_with_frames_and_missing_modalities(tmp_path):
+    from mer_pipeline import load_features, load_model, score_inputs, train_and_save
+    from mer_pipeline.exceptions import FeatureTableError
+    from mer_pipeline.features import write_features
+    from mer_pipeline.persistence import ArtifactError
+
+    train, test = split(make_table())
+    write_features(train, tmp_path / "train")
+    # the test folder: two clips lose their face, two their audio (absent from that CSV)
+    test = test.copy()
+    test.iloc[:2, [i for i, c in enumerate(test.columns) if c.startswith("face")]] = np.nan
+    test.loc[test.index[:2], "face_frames"] = None
+    test.iloc[2:4, [i for i, c in enumerate(test.columns) if c.startswith("audio")]] = np.nan
+    test.loc[test.index[2:4], "audio_frames"] = None
+    written = write_features(test, tmp_path / "test")
+    assert {p.name for p in written} == {"audio_features.csv", "video_features.csv",
+                                         "audio_frames.parquet", "face_frames.parquet"}
+    back = load_features(tmp_path / "test")
+    assert back.loc[test.index[0], "face_frames"] is None
+    assert np.allclose(back.loc[test.index[5], "audio_frames"], test.iloc[5]["audio_frames"])
+
+    model_path = tmp_path / "m.joblib"
+    model, meta = train_and_save(tmp_path / "train", model_path, fusion="gated", cv_folds=0,
+                                 **FAST)
+    assert meta["estimator"] == "MultimodalEmotionClassifier" and meta["params"]["fusion"] == \
+        "gated"
+    assert meta["modalities"] == ["audio", "face"]
+    assert meta["frame_sequences"] == ["audio", "face"]
+    assert meta["training"]["clips_with_face"] == len(train)
+    loaded, _ = load_model(model_path)  # the network pickles and comes back
+    table = load_features(tmp_path / "test", required_meta=())
+    assert np.allclose(loaded.predict_proba(table), model.predict_proba(table))
+
+    preds, fails = score_inputs(model_path, [tmp_path / "test"])
+    assert len(preds) == len(test) and fails.empty
+    assert list(preds["modalities"].iloc[:4]) == ["audio"] * 2 + ["face"] * 2
+    assert set(preds["modalities"].iloc[4:]) == {"audio+face"}
+    proba = preds[[c for c in preds.columns if c.startswith("proba_")]].to_numpy()
+    assert np.allclose(proba.sum(axis=1), 1)
+    assert (preds["predicted"].iloc[4:] == preds["emotion"].iloc[4:]).mean() > 0.8
+
+    # a network trained on frames refuses a CSV whose frame tables are not beside it
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "audio_features.csv").write_bytes((tmp_path / "test" / "audio_features.csv")
+                                              .read_bytes())
+    (lone / "video_features.csv").write_bytes((tmp_path / "test" / "video_features.csv")
+                                              .read_bytes())
+    with pytest.raises(FeatureTableError, match="frame sequences"):
+        score_inputs(model_path, [lone])
+
+    data = bytearray(model_path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model_path.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="does not match its metadata"):
+        score_inputs(model_path, [tmp_path / "test"])
