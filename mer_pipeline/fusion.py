@@ -54,7 +54,7 @@ from sklearn.svm import SVC
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from .ensemble import EmotionClassifier, feature_blocks
+from .ensemble import EmotionClassifier
 from .exceptions import FeatureTableError, ParameterError
 from .features import SEQUENCE_COLUMNS
 from .speaker import SpeakerNormalizer, split_groups
@@ -141,9 +141,9 @@ class MultimodalEmotionClassifier(ClassifierMixin, BaseEstimator):
     min_speaker_clips : int, default=10
         Fewest clips of a speaker for its own statistics to be used.
     pca_components : int or None, default=300
-        Upper bound on the PCA components of each feature set of a modality
-        (``concat`` and the networks), never more than the data allows
-        (clips, rank); ``None`` skips PCA.
+        Upper bound on each modality's PCA components (``concat`` and the
+        networks), never more than the data allows (clips, rank); ``None``
+        skips PCA.
     frame_components : int, default=64
         PCA components of each face frame before the networks' attention.
     inner_cv : int, default=5
@@ -190,8 +190,7 @@ class MultimodalEmotionClassifier(ClassifierMixin, BaseEstimator):
     normalizers_ : dict
         Modality → fitted :class:`SpeakerNormalizer` or ``StandardScaler``.
     pcas_ : dict
-        Modality → list of (column indices, fitted PCA or ``None``), one per
-        feature set of the modality.
+        Modality → fitted PCA (or ``None``).
     estimators_ : dict
         ``late``: modality → fitted classifier; ``concat``: ``{"fused": …}``.
     meta_ : fitted meta-learner (``late``)
@@ -350,10 +349,10 @@ class MultimodalEmotionClassifier(ClassifierMixin, BaseEstimator):
     def _reduce(self, Z: dict, avail, *, fit: bool) -> dict:
         """Modality → PCA components (rows without the modality are 0).
 
-        PCA runs per feature set of the modality (``audio__egemaps``,
-        ``face__lmk``, …), up to ``pca_components`` each: one PCA over a whole
-        modality lets its widest set (thousands of CNN activations) crowd
-        out a small one (136 landmark coordinates) in the leading components.
+        One PCA per modality. (A PCA per feature set was measured on the paired
+        benchmark: concat fell from 86.1 % to 79.4 % with the blend head and
+        from 83.2 % to 56.2 % with the stacking head, gated rose from 91.9 %
+        to 92.6 %; so per modality it stays.)
         """
         if fit:
             self.pcas_, self.reduced_names_ = {}, {}
@@ -362,22 +361,15 @@ class MultimodalEmotionClassifier(ClassifierMixin, BaseEstimator):
             z = Z[m]
             if fit:
                 rows = avail[:, j]
-                self.pcas_[m], self.reduced_names_[m] = [], []
-                sets = feature_blocks(self._names(m, z.shape[1]))
-                for name, idx in sets.items():
-                    k = None if self.pca_components is None else int(
-                        min(self.pca_components, len(idx), max(1, rows.sum() - 1)))
-                    pca = None if k is None else _pca(z[rows][:, idx], k, self.random_state)
-                    self.pcas_[m].append((idx, pca))
-                    n = len(idx) if pca is None else pca.n_components_
-                    self.reduced_names_[m] += [f"{name}_pca{i:03d}" for i in range(n)]
-            parts = []
-            for idx, pca in self.pcas_[m]:
-                r = z[:, idx] if pca is None else pca.transform(z[:, idx])
-                if pca is not None:
-                    r = r / np.sqrt(np.maximum(pca.explained_variance_[0], 1e-12))
-                parts.append(r)
-            r = np.hstack(parts)
+                k = None if self.pca_components is None else int(
+                    min(self.pca_components, z.shape[1], max(1, rows.sum() - 1)))
+                self.pcas_[m] = None if k is None else _pca(z[rows], k, self.random_state)
+                n = z.shape[1] if self.pcas_[m] is None else self.pcas_[m].n_components_
+                self.reduced_names_[m] = [f"{m}__pca_{i:03d}" for i in range(n)]
+            pca = self.pcas_[m]
+            r = z if pca is None else pca.transform(z)
+            if pca is not None:
+                r = r / np.sqrt(np.maximum(pca.explained_variance_[0], 1e-12))
             r[~avail[:, j]] = 0.0
             out[m] = r.astype(np.float64)
         return out

@@ -81,3 +81,25 @@ def test_manifest_on_shared_ravdess(capsys):
     summary = json.loads(capsys.readouterr().out)
     assert summary["clips"] == 1200 and summary["actors"] == 20
     assert len(summary["emotions"]) == 8 and summary["unparsed"] == 0
+
+
+def test_train_and_score_a_multimodal_features_folder(tmp_path, capsys):
+    from mer_pipeline.features import write_features
+    from tests.test_fusion import make_table, split
+
+    train, test = split(make_table())
+    write_features(train, tmp_path / "train")
+    write_features(test, tmp_path / "test")
+    model = tmp_path / "m.joblib"
+    assert main(["train", "--features", str(tmp_path / "train"), "--out", str(model),
+                 "--folds", "3", "--n-jobs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "MultimodalEmotionClassifier(late) on audio+face features" in out
+    assert "actor-grouped 3-fold CV" in out
+    assert main(["score", "--model", str(model), str(tmp_path / "test"), "--out",
+                 str(tmp_path / "p.csv"), "--no-progress"]) == 0
+    preds = pd.read_csv(tmp_path / "p.csv")
+    assert set(preds["modalities"]) == {"audio+face"} and len(preds) == len(test)
+    assert (preds["predicted"] == preds["emotion"]).mean() > 0.8
+    with pytest.raises(SystemExit):
+        main(["train", "--features", str(tmp_path / "train"), "--fusion", "bogus"])
