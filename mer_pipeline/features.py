@@ -258,8 +258,8 @@ def load_features(path: str | os.PathLike, *, required_meta=("emotion",),
         video = load_features(tables[1], required_meta=required_meta, sequences=sequences)
         extra = [c for c in video.columns if c not in audio.columns]
         joined = audio.join(video[extra], how="outer")
-        meta = [c for c in audio.columns if c not in feature_columns(audio)
-                and c not in SEQUENCE_COLUMNS.values()]
+        skip = set(feature_columns(audio)) | set(SEQUENCE_COLUMNS.values())
+        meta = [c for c in audio.columns if c not in skip]
         joined[meta] = joined[meta].fillna(video[meta].reindex(joined.index))
         for col in SEQUENCE_COLUMNS.values():  # a clip absent from one table: None, not NaN
             if col in joined.columns:

@@ -53,7 +53,8 @@ def align_features(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
                                            else "")
         raise FeatureTableError(f"the feature table lacks {len(missing)} column(s) the model "
                                 f"needs: {shown}")
-    extra = [c for c in feature_columns(table) if c not in set(columns)]
+    wanted = set(columns)
+    extra = [c for c in feature_columns(table) if c not in wanted]
     if extra:
         warnings.warn(f"ignoring {len(extra)} feature column(s) the model does not use "
                       f"(e.g. {extra[0]})", stacklevel=2)
