@@ -202,6 +202,12 @@ def resolve_set(name: str | None) -> tuple[str, ...]:
     return parts
 
 
+def _resample(y: np.ndarray, sr: int, rate: int) -> np.ndarray:
+    import soxr
+
+    return soxr.resample(y, sr, rate, quality="HQ").astype(np.float32)
+
+
 LLD_RATE = 25.0
 """Frames per second of the low-level-descriptor sequence (:func:`audio_frames`)."""
 LLD_NAMES = tuple([f"mfcc{i + 1:02d}" for i in range(20)]
@@ -286,9 +292,7 @@ def audio_features(y: np.ndarray, sr: int, feature_set: str | None = "default") 
     for part in parts:
         func, rate, _ = FEATURE_SETS[part]
         if rate not in by_rate:
-            import soxr
-
-            by_rate[rate] = soxr.resample(y, sr, rate, quality="HQ").astype(np.float32)
+            by_rate[rate] = _resample(y, sr, rate)
         out.update(func(by_rate[rate], rate))
     return pd.Series({PREFIX + k: v for k, v in out.items()}, dtype=float)
 
@@ -334,7 +338,8 @@ resampled down for the parts defined at a lower rate.
         except Exception as exc:  # noqa: BLE001 - recorded per clip
             outcome.fail("audio", path, exc)
             return outcome
-        seq_y = y if rate == SAMPLE_RATE else load_audio(path, sr=SAMPLE_RATE)
+        # the LLD sequence is defined at 16 kHz: resample the decoded signal, never decode twice
+        seq_y = y if rate == SAMPLE_RATE else _resample(y, rate, SAMPLE_RATE)
         lld = audio_frames(seq_y, SAMPLE_RATE)
         frames = {"frame": np.arange(len(lld), dtype=np.int32), "features": lld,
                   "names": list(LLD_NAMES)}

@@ -21,7 +21,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
 from .exceptions import ParameterError
-from .speaker import SpeakerNormalizer, split_groups
+from .speaker import SpeakerNormalizer, check_features, record_features, split_groups
 
 __all__ = ["EmotionClassifier", "ProbabilityBlend", "MODELS", "feature_blocks"]
 
@@ -312,11 +312,7 @@ class EmotionClassifier(ClassifierMixin, BaseEstimator):
         else:
             self.normalizer_ = StandardScaler()
             Z = np.nan_to_num(self.normalizer_.fit_transform(np.nan_to_num(values)))
-        self.n_features_in_ = values.shape[1]
-        if names is not None:
-            self.feature_names_in_ = np.asarray(names, dtype=object)
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
+        record_features(self, values, names)
         self.blocks_ = feature_blocks(names if names is not None
                                       else [f"x{i}" for i in range(values.shape[1])])
         with warnings.catch_warnings():
@@ -329,14 +325,7 @@ class EmotionClassifier(ClassifierMixin, BaseEstimator):
     def _transform(self, X):
         check_is_fitted(self, "estimator_")
         values, _, names = split_groups(X, self.group_col)
-        if values.shape[1] != self.n_features_in_:
-            raise ParameterError(f"X has {values.shape[1]} features, but EmotionClassifier is "
-                                 f"expecting {self.n_features_in_} features as input")
-        if names is not None and hasattr(self, "feature_names_in_") \
-                and list(names) != list(self.feature_names_in_):
-            missing = sorted(set(self.feature_names_in_) - set(names))
-            raise ParameterError("feature names differ from those seen in fit"
-                                 + (f"; missing: {', '.join(missing[:5])}" if missing else ""))
+        check_features(self, values, names)
         if self.speaker_norm:
             return self.normalizer_.transform(X)
         return np.nan_to_num(self.normalizer_.transform(np.nan_to_num(values)))

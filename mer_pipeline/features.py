@@ -92,15 +92,16 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
     written, runs = [], []
     kw = dict(cache_dir=cache, n_jobs=n_jobs, backend=backend, scheduler=scheduler,
               progress=progress, retry_failed=retry_failed)
-    if "audio" in modalities:
-        with_audio = manifest[manifest["audio_path"] != ""]
-        run = map_clips(AudioFeatureExtractor(audio_set), with_audio, desc="audio features", **kw)
-        table = _to_table(run.values, manifest)
-        path = out / AUDIO_TABLE
-        table.to_csv(path, float_format="%.7g")
-        written.append(path)
-        written.append(_write_frames(run.values, out / AUDIO_FRAME_TABLE, "audio__lld_"))
+
+    def run_modality(task, path_col, desc, table_name, frame_name, prefix):
+        run = map_clips(task, manifest[manifest[path_col] != ""], desc=desc, **kw)
+        _to_table(run.values, manifest).to_csv(out / table_name, float_format="%.7g")
+        written.extend([out / table_name, _write_frames(run.values, out / frame_name, prefix)])
         runs.append(run)
+
+    if "audio" in modalities:
+        run_modality(AudioFeatureExtractor(audio_set), "audio_path", "audio features",
+                     AUDIO_TABLE, AUDIO_FRAME_TABLE, "audio__lld_")
     if "face" in modalities:
         from .face import FaceFeatureExtractor
 
@@ -108,14 +109,7 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
                                     vggface_weights=None if vggface_weights is None
                                     else str(vggface_weights))
         task.build_encoders()  # fail early on an unknown encoder or missing weights
-        with_video = manifest[manifest["video_path"] != ""]
-        run = map_clips(task, with_video, desc="face features", **kw)
-        table = _to_table(run.values, manifest)
-        path = out / VIDEO_TABLE
-        table.to_csv(path, float_format="%.7g")
-        written.append(path)
-        written.append(_write_frames(run.values, out / FRAME_TABLE, "face__"))
-        runs.append(run)
+        run_modality(task, "video_path", "face features", VIDEO_TABLE, FRAME_TABLE, "face__")
     run = runs[0]
     for other in runs[1:]:
         run.values = {**run.values, **other.values}
@@ -127,14 +121,18 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
 
 
 def _write_frames(values: dict, path: Path, prefix: str) -> Path:
-    """Frame-level features, long format: clip_id, frame, then features."""
+    """Frame-level features of a run's values, long format: clip_id, frame, then features."""
+    items = [(clip_id, v[2]["frame"], v[2]["features"], [f"{prefix}{n}" for n in v[2]["names"]])
+             for clip_id, v in values.items() if len(v) > 2 and v[2] is not None]
+    return _frames_to_parquet(items, path)
+
+
+def _frames_to_parquet(items, path: Path) -> Path:
+    """Write ``(clip_id, frame_index, features, column_names)`` items as one long table."""
     parts = []
-    for clip_id, value in values.items():
-        frames = value[2] if len(value) > 2 else None
-        if frames is None:
-            continue
-        part = pd.DataFrame(frames["features"], columns=[f"{prefix}{n}" for n in frames["names"]])
-        part.insert(0, "frame", frames["frame"])
+    for clip_id, frame, features, columns in items:
+        part = pd.DataFrame(features, columns=columns)
+        part.insert(0, "frame", frame)
         part.insert(0, "clip_id", clip_id)
         parts.append(part)
     table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
@@ -198,20 +196,16 @@ def write_features(table: pd.DataFrame, out_dir: str | os.PathLike, *,
         seq_col = SEQUENCE_COLUMNS[modality]
         if seq_col in table.columns:
             path = out / (AUDIO_FRAME_TABLE if modality == "audio" else FRAME_TABLE)
-            parts = []
+            items = []
             for clip_id, seq in table.loc[rows, seq_col].items():
                 if seq is None or not len(seq):
                     continue
                 names = (frame_names or {}).get(seq_col) or [
                     f"f{i:03d}" for i in range(seq.shape[1])]
-                part = pd.DataFrame(np.asarray(seq, np.float32),
-                                    columns=[f"{modality}__{n}" for n in names])
-                part.insert(0, "frame", np.arange(len(seq), dtype=np.int32))
-                part.insert(0, "clip_id", clip_id)
-                parts.append(part)
-            if parts:
-                pd.concat(parts, ignore_index=True).to_parquet(path, index=False)
-                written.append(path)
+                items.append((clip_id, np.arange(len(seq), dtype=np.int32),
+                              np.asarray(seq, np.float32), [f"{modality}__{n}" for n in names]))
+            if items:
+                written.append(_frames_to_parquet(items, path))
     return written
 
 

@@ -57,14 +57,14 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 from .ensemble import EmotionClassifier
 from .exceptions import FeatureTableError, ParameterError
 from .features import SEQUENCE_COLUMNS
-from .speaker import SpeakerNormalizer, split_groups
+from .speaker import (NO_GROUP, SpeakerNormalizer, check_features, record_features,
+                      speaker_rows, split_groups)
 
 __all__ = ["MultimodalEmotionClassifier", "FUSIONS", "FUSION_CHOICES", "META_LEARNERS",
            "build_estimator", "modality_blocks", "table_modalities"]
 
 FUSIONS = ("late", "concat", "gated", "cross_attention")
 META_LEARNERS = ("logreg", "svm", "knn", "mlp")
-_NO_GROUP = ("", "nan", "None")
 
 
 def modality_blocks(names) -> dict:
@@ -104,14 +104,11 @@ class _SequenceScaler:
     def transform(self, seqs, groups):
         out = [None if s is None else (s - self.mean_) / self.scale_ for s in seqs]
         if self.speaker_norm and groups is not None:
-            for g in pd.unique(groups):
-                if g in _NO_GROUP:
-                    continue
-                rows = [i for i in np.flatnonzero(groups == g) if seqs[i] is not None]
-                if len(rows) >= self.min_clips:
-                    mean, scale = self._stats([seqs[i] for i in rows])
-                    for i in rows:
-                        out[i] = (seqs[i] - mean) / scale
+            present = np.array([s is not None for s in seqs])
+            for rows in speaker_rows(groups, self.min_clips, present):
+                mean, scale = self._stats([seqs[i] for i in rows])
+                for i in rows:
+                    out[i] = (seqs[i] - mean) / scale
         return [None if s is None else np.nan_to_num(s, nan=0.0, posinf=0.0, neginf=0.0)
                 .astype(np.float32) for s in out]
 
@@ -285,37 +282,22 @@ class MultimodalEmotionClassifier(ClassifierMixin, BaseEstimator):
     def _split(self, X, *, fit: bool):
         values, groups, names = split_groups(X, self.group_col)
         if fit:
-            self.n_features_in_ = values.shape[1]
-            if names is not None:
-                self.feature_names_in_ = np.asarray(names, dtype=object)
-            elif hasattr(self, "feature_names_in_"):
-                del self.feature_names_in_
+            record_features(self, values, names)
             self.blocks_ = modality_blocks(names if names is not None
                                            else [f"x{i}" for i in range(values.shape[1])])
             self.modalities_ = list(self.blocks_)
         else:
             check_is_fitted(self, "modalities_")
-            if values.shape[1] != self.n_features_in_:
-                raise ParameterError(f"X has {values.shape[1]} features, but "
-                                     f"MultimodalEmotionClassifier is expecting "
-                                     f"{self.n_features_in_} features as input")
-            if names is not None and hasattr(self, "feature_names_in_") \
-                    and list(names) != list(self.feature_names_in_):
-                missing = sorted(set(self.feature_names_in_) - set(names))
-                raise ParameterError("feature names differ from those seen in fit"
-                                     + (f"; missing: {', '.join(missing[:5])}" if missing
-                                        else ""))
-        if groups is not None and np.isin(groups, _NO_GROUP).all():
+            check_features(self, values, names)
+        if groups is not None and np.isin(groups, NO_GROUP).all():
             groups = None
         avail = np.column_stack([np.isfinite(values[:, self.blocks_[m]]).any(axis=1)
                                  for m in self.modalities_])
         return values, groups, avail
 
     def _frame(self, values, groups, m):
-        cols = [str(c) for c in (self.feature_names_in_[self.blocks_[m]]
-                                 if hasattr(self, "feature_names_in_")
-                                 else [f"{m}__x{i}" for i in self.blocks_[m]])]
-        frame = pd.DataFrame(values[:, self.blocks_[m]], columns=cols)
+        frame = pd.DataFrame(values[:, self.blocks_[m]],
+                             columns=self._names(m, len(self.blocks_[m])))
         if groups is not None:
             frame[self.group_col] = groups
         return frame
@@ -545,7 +527,7 @@ class MultimodalEmotionClassifier(ClassifierMixin, BaseEstimator):
         self.fused_names_ = names
 
     # -- networks ----------------------------------------------------------
-    def _sequences(self, X, n, *, fit: bool) -> dict:
+    def _sequences(self, X, *, fit: bool) -> dict:
         """Modality → list of frame arrays (or None per clip) when the networks use them."""
         out = {}
         for m in self.modalities_:
@@ -553,8 +535,7 @@ class MultimodalEmotionClassifier(ClassifierMixin, BaseEstimator):
             use = (self.use_sequences and isinstance(X, pd.DataFrame) and col is not None
                    and col in X.columns)
             if fit:
-                use = use and any(s is not None for s in X[col]) if use else False
-                self.sequences_[m] = bool(use)
+                self.sequences_[m] = bool(use and any(s is not None for s in X[col]))
             elif self.sequences_.get(m) and not use:
                 raise FeatureTableError(
                     f"this model attends over the {m} frame sequences, but the table has no "
@@ -569,7 +550,7 @@ class MultimodalEmotionClassifier(ClassifierMixin, BaseEstimator):
         n = len(avail)
         if fit:
             self.sequences_, self.seq_scalers_, self.frame_pcas_ = {}, {}, {}
-        seqs = self._sequences(X, n, fit=fit)
+        seqs = self._sequences(X, fit=fit)
         tokens = {}
         for j, m in enumerate(self.modalities_):
             if m not in seqs:  # one token: the modality's vector

@@ -8,7 +8,55 @@ from sklearn.utils.validation import check_array, check_is_fitted
 
 from .exceptions import ParameterError
 
-__all__ = ["SpeakerNormalizer", "split_groups"]
+__all__ = ["SpeakerNormalizer", "split_groups", "speaker_rows", "record_features",
+           "check_features", "NO_GROUP"]
+
+NO_GROUP = ("", "nan", "None")
+"""Speaker ids that mean "unknown speaker": such clips get the population statistics."""
+
+
+def speaker_rows(groups: np.ndarray, min_clips: int, valid: np.ndarray | None = None):
+    """Row indices of each known speaker with at least ``min_clips`` (valid) rows.
+
+    Parameters
+    ----------
+    groups : np.ndarray
+        Speaker id per row.
+    min_clips : int
+    valid : np.ndarray of bool or None
+        Rows that count (default: all).
+
+    Yields
+    ------
+    np.ndarray of int
+    """
+    for g in pd.unique(groups):
+        if g in NO_GROUP:
+            continue
+        rows = np.flatnonzero((groups == g) if valid is None else (groups == g) & valid)
+        if len(rows) >= min_clips:
+            yield rows
+
+
+def record_features(est, values: np.ndarray, names) -> None:
+    """Set ``n_features_in_`` and ``feature_names_in_`` (or drop it) as ``fit`` does."""
+    est.n_features_in_ = values.shape[1]
+    if names is not None:
+        est.feature_names_in_ = np.asarray(names, dtype=object)
+    elif hasattr(est, "feature_names_in_"):
+        del est.feature_names_in_
+
+
+def check_features(est, values: np.ndarray, names, *, check_names: bool = True) -> None:
+    """Refuse input whose width (or feature names) differ from those seen in ``fit``."""
+    if values.shape[1] != est.n_features_in_:
+        raise ParameterError(f"X has {values.shape[1]} features, but {type(est).__name__} is "
+                             f"expecting {est.n_features_in_} features as input")
+    if check_names and names is not None and hasattr(est, "feature_names_in_") \
+            and list(names) != list(est.feature_names_in_):
+        missing = sorted(set(est.feature_names_in_) - set(names))
+        raise ParameterError("feature names differ from those seen in fit"
+                             + (f"; missing: {', '.join(missing[:5])}" if missing else ""))
 
 
 def split_groups(X, group_col: str | None):
@@ -105,15 +153,9 @@ class SpeakerNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
 
     def _validate(self, values, *, reset, names):
         if reset:
-            self.n_features_in_ = values.shape[1]
-            if names is not None:
-                self.feature_names_in_ = np.asarray(names, dtype=object)
-            elif hasattr(self, "feature_names_in_"):
-                del self.feature_names_in_
-            return
-        if values.shape[1] != self.n_features_in_:
-            raise ParameterError(f"X has {values.shape[1]} features, but SpeakerNormalizer is "
-                                 f"expecting {self.n_features_in_} features as input")
+            record_features(self, values, names)
+        else:
+            check_features(self, values, names, check_names=False)
 
     def transform(self, X):
         """Standardise each speaker's rows; see the class docstring."""
@@ -121,14 +163,10 @@ class SpeakerNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         values, groups, names = split_groups(X, self.group_col)
         self._validate(values, reset=False, names=names)
         out = (values - self.mean_) / self.scale_
-        if groups is not None:
-            for g in pd.unique(groups):
-                if g in ("", "nan", "None"):  # unknown speaker: population statistics
-                    continue
-                rows = groups == g
-                if rows.sum() >= self.min_clips:
-                    sub = values[rows]
-                    out[rows] = (sub - np.nanmean(sub, axis=0)) / _safe_std(sub)
+        if groups is not None:  # unknown speakers keep the population statistics
+            for rows in speaker_rows(groups, self.min_clips):
+                sub = values[rows]
+                out[rows] = (sub - np.nanmean(sub, axis=0)) / _safe_std(sub)
         return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
 

@@ -56,20 +56,21 @@ def split(table, test_groups=("synth:06", "synth:07")):
     return table[~test], table[test]
 
 
-def drop_face(table):
+def drop(table, modality):
+    """The table with every clip's ``modality`` (features and frames) missing."""
     out = table.copy()
-    out[[c for c in out.columns if c.startswith("face__")]] = np.nan
-    if "face_frames" in out:
-        out["face_frames"] = pd.Series([None] * len(out), index=out.index, dtype=object)
+    out[[c for c in out.columns if c.startswith(f"{modality}__")]] = np.nan
+    if f"{modality}_frames" in out:
+        out[f"{modality}_frames"] = pd.Series([None] * len(out), index=out.index, dtype=object)
     return out
+
+
+def drop_face(table):
+    return drop(table, "face")
 
 
 def drop_audio(table):
-    out = table.copy()
-    out[[c for c in out.columns if c.startswith("audio__")]] = np.nan
-    if "audio_frames" in out:
-        out["audio_frames"] = pd.Series([None] * len(out), index=out.index, dtype=object)
-    return out
+    return drop(table, "audio")
 
 
 @pytest.mark.parametrize("fusion", ["late", "concat", "gated", "cross_attention"])
