@@ -24,6 +24,7 @@ META_COLUMNS = ["corpus", "actor", "group", "gender", "emotion", "split"]
 AUDIO_TABLE = "audio_features.csv"
 VIDEO_TABLE = "video_features.csv"
 FRAME_TABLE = "face_frames.parquet"
+DETECTION_TABLE = "face_detections.csv"
 AUDIO_FRAME_TABLE = "audio_frames.parquet"
 SEQUENCE_COLUMNS = {"audio": "audio_frames", "face": "face_frames"}
 """Object columns :func:`load_features` adds: one 2-D float32 array (frames × features)
@@ -46,7 +47,10 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
         files are listed in ``failures.csv`` (stage ``manifest``).
     out_dir : path
         Receives ``audio_features.csv`` and/or ``video_features.csv`` (with
-        the frame-level face features in ``face_frames.parquet``), and
+        the frame-level face features in ``face_frames.parquet``, and one row
+        per sampled frame in ``face_detections.csv``: clip_id, frame, time_s,
+        status ``detected``/``whole``/``none``, the face box ``x, y, width,
+        height`` in frame pixels, and whether the crop was eye-aligned), and
         ``failures.csv``.
     modalities : "auto" or sequence of {"audio", "face"}
         Which tables to write; ``"auto"``: audio when a clip has sound, face
@@ -110,6 +114,7 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
                                     else str(vggface_weights))
         task.build_encoders()  # fail early on an unknown encoder or missing weights
         run_modality(task, "video_path", "face features", VIDEO_TABLE, FRAME_TABLE, "face__")
+        written.append(_write_detections(runs[-1].values, out / DETECTION_TABLE))
     run = runs[0]
     for other in runs[1:]:
         run.values = {**run.values, **other.values}
@@ -125,6 +130,18 @@ def _write_frames(values: dict, path: Path, prefix: str) -> Path:
     items = [(clip_id, v[2]["frame"], v[2]["features"], [f"{prefix}{n}" for n in v[2]["names"]])
              for clip_id, v in values.items() if len(v) > 2 and v[2] is not None]
     return _frames_to_parquet(items, path)
+
+
+def _write_detections(values: dict, path: Path) -> Path:
+    """The face stage's per-frame records, one CSV row per sampled frame."""
+    columns = ["clip_id", "frame", "time_s", "status", "x", "y", "width", "height", "aligned"]
+    rows = [{"clip_id": clip_id, **record} for clip_id, v in values.items()
+            if len(v) > 3 for record in v[3]]
+    table = pd.DataFrame(rows, columns=columns)
+    for col in ("x", "y", "width", "height"):
+        table[col] = table[col].astype("Int64")
+    table.to_csv(path, index=False, float_format="%.4g")
+    return path
 
 
 def _frames_to_parquet(items, path: Path) -> Path:

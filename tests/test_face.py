@@ -52,7 +52,25 @@ def test_real_stills_and_sample_clip_all_get_a_face():
     frames = decode_clip(video_path=clip).frames
     faces = face_crops(frames)
     assert faces.status == ["detected"] * 12 and faces.face_fraction == 1.0
-    assert faces.crops.shape == (12, 128, 128)
+    assert faces.crops.shape == (12, 128, 128) and faces.aligned.all()
+    # after alignment the eyes sit where ALIGNED_EYES says: locate them again on the crops
+    from mer_pipeline.face import _LEFT_EYE, _RIGHT_EYE, ALIGNED_EYES, _landmarks, _shape_predictor
+
+    for crop in faces.crops[::4]:
+        pts = _landmarks(_shape_predictor(), crop, 128, 0.15)
+        eyes = np.array([pts[_LEFT_EYE].mean(axis=0), pts[_RIGHT_EYE].mean(axis=0)])
+        assert np.abs(eyes - np.array(ALIGNED_EYES) * 128).max() < 6  # pixels of 128
+    assert faces.landmarks.shape == (12, 68, 2)
+    for box, pts in zip(faces.boxes, faces.landmarks):  # landmarks in frame pixels, in the box
+        x, y, w, h = box
+        inside = (pts[:, 0] > x - 0.1 * w) & (pts[:, 0] < x + 1.1 * w) & (pts[:, 1] > y - 0.1 * h)
+        assert inside.mean() > 0.9
+    unaligned = face_crops(frames, align=False)
+    assert not unaligned.aligned.any() and not np.array_equal(unaligned.crops, faces.crops)
+    plain = face_crops(frames, landmarks=False, align=False)
+    assert plain.landmarks is None and np.array_equal(plain.crops, unaligned.crops)
+    with pytest.raises(ParameterError, match="needs landmarks"):
+        face_crops(frames, landmarks=False)
     # the face stays put across frames of one take: centres move little
     centres = faces.boxes[:, :2] + faces.boxes[:, 2:] / 2
     assert np.ptp(centres, axis=0).max() < 0.25 * frames.shape[2]
@@ -129,6 +147,14 @@ def test_face_features_table_and_no_face_clip(tmp_path, video):
     assert list(run.failures["stage"]) == ["face"]
     frames = pd.read_parquet(tmp_path / "out" / "face_frames.parquet")
     assert len(frames) == 3 and set(frames["clip_id"]) == set(table.index) - {"faces_sad_blank"}
+    # one record per sampled frame, faces or not
+    det = pd.read_csv(tmp_path / "out" / "face_detections.csv")
+    blank_rows = det[det["clip_id"] == "faces_sad_blank"]
+    assert list(blank_rows["status"]) == ["none"] * 3 and blank_rows["x"].isna().all()
+    assert np.allclose(blank_rows["time_s"], [0, 1 / 3, 2 / 3], atol=1e-3)
+    stills = det[det["clip_id"] != "faces_sad_blank"]
+    assert len(stills) == 3 and (stills["status"] == "whole").all()
+    assert (stills[["x", "y", "width", "height"]].to_numpy() == [0, 0, 48, 48]).all()
     with pytest.raises(ParameterError, match="unknown face encoder"):
         extract_features(scan, tmp_path / "o2", modalities=["face"], face_encoders=["bogus"])
 
@@ -150,22 +176,58 @@ def test_audio_and_face_tables_join_on_clip_id(tmp_path):
     assert table.loc["b", "face__y_1"] == 5.0 and np.isnan(table.loc["a", "face__y_1"])
 
 
-def test_normalise_landmarks_levels_eyes_and_scales():
+def _turn(points, theta, scale, shift):
+    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    return scale * np.asarray(points) @ rot.T + shift
+
+
+def test_normalise_landmarks_is_procrustes_to_the_mean_face():
+    from mer_pipeline._mean_face import MEAN_FACE_68
     from mer_pipeline.face import normalise_landmarks
 
+    # the mean face moved, turned and scaled comes back onto itself
+    moved = _turn(MEAN_FACE_68, 0.4, 37.0, [120, 80])
+    assert np.allclose(normalise_landmarks(moved), MEAN_FACE_68, atol=1e-9)
+    # an expression survives: an open mouth stays open by the same inter-ocular amount
+    open_mouth = MEAN_FACE_68.copy()
+    open_mouth[[57, 58, 56, 65, 66, 67], 1] += 0.3
+    out = normalise_landmarks(_turn(open_mouth, -0.2, 50.0, [10, 10]))
+    gap = (out[66, 1] - out[62, 1]) - (MEAN_FACE_68[66, 1] - MEAN_FACE_68[62, 1])
+    assert 0.25 < gap < 0.3  # slightly less than 0.3: the fit spreads the change over the face
+    # invariant to the input's pose, for any shape
     rng = np.random.default_rng(0)
     pts = rng.uniform(0, 100, (68, 2))
-    pts[36:42] = [10, 50] + rng.normal(0, 1, (6, 2))
-    pts[42:48] = [40, 70] + rng.normal(0, 1, (6, 2))
-    out = normalise_landmarks(pts)
-    left, right = out[36:42].mean(axis=0), out[42:48].mean(axis=0)
-    assert np.allclose(out.mean(axis=0), 0, atol=1e-9)
-    assert abs(right[1] - left[1]) < 1e-9 and np.isclose(right[0] - left[0], 1.0)
-    # invariant to translation, rotation and scale of the input
-    theta = 0.4
-    rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
-    moved = 3.0 * pts @ rot.T + [17, -5]
-    assert np.allclose(normalise_landmarks(moved), out, atol=1e-9)
+    assert np.allclose(normalise_landmarks(_turn(pts, 1.0, 0.5, [-3, 4])),
+                       normalise_landmarks(pts), atol=1e-9)
+    # a mirror image is not a rotation: reflections are not fitted away
+    mirrored = MEAN_FACE_68 * [-1, 1]
+    assert not np.allclose(normalise_landmarks(mirrored), MEAN_FACE_68, atol=0.05)
+    with pytest.raises(ParameterError):
+        normalise_landmarks(pts[:10])
+
+
+def test_mean_shape_recovers_a_shape_from_posed_noisy_copies():
+    from mer_pipeline._mean_face import MEAN_FACE_68
+    from mer_pipeline.face import mean_shape
+
+    rng = np.random.default_rng(1)
+    copies = [_turn(MEAN_FACE_68 + rng.normal(0, 0.02, (68, 2)), rng.uniform(-0.5, 0.5),
+                    rng.uniform(20, 80), rng.uniform(0, 200, 2)) for _ in range(200)]
+    found = mean_shape(copies)
+    assert np.abs(found - MEAN_FACE_68).max() < 0.02
+    eyes = found[36:42].mean(axis=0), found[42:48].mean(axis=0)
+    assert np.isclose(eyes[1][0] - eyes[0][0], 1.0) and abs(eyes[1][1] - eyes[0][1]) < 1e-9
+
+
+def test_eye_alignment_puts_the_eyes_on_the_template():
+    from mer_pipeline.face import ALIGNED_EYES, eye_alignment
+
+    left, right = (30.0, 52.0), (70.0, 40.0)  # tilted and off-centre
+    m = eye_alignment(left, right, 64)
+    mapped = np.array([left + (1,), right + (1,)]) @ m.T
+    assert np.allclose(mapped, np.array(ALIGNED_EYES) * 64)
+    # a similarity: no shear, equal scale on both axes
+    assert np.isclose(m[0, 0], m[1, 1]) and np.isclose(m[0, 1], -m[1, 0])
 
 
 @pytest.mark.shared
@@ -180,6 +242,10 @@ def test_landmarks_on_real_stills():
         pts = feats[0, :136].reshape(68, 2)
         assert pts[8, 1] > pts[30, 1] > pts[27, 1]   # chin below nose tip below nose bridge
         assert pts[36:42, 0].mean() < 0 < pts[42:48, 0].mean()
+        # aligned to the mean face: a real face lies close to it, in inter-ocular units
+        from mer_pipeline._mean_face import MEAN_FACE_68
+
+        assert np.abs(pts - MEAN_FACE_68).mean() < 0.15
 
 
 def test_auto_modalities_extract_face_only_where_there_is_video(tmp_path, mixed_corpus):
@@ -191,7 +257,8 @@ def test_auto_modalities_extract_face_only_where_there_is_video(tmp_path, mixed_
     written, run = extract_features(scan, tmp_path / "out", audio_set="egemaps", n_jobs=1,
                                     progress=False)
     assert {p.name for p in written} == {"audio_features.csv", "audio_frames.parquet",
-                                         "video_features.csv", "face_frames.parquet"}
+                                         "video_features.csv", "face_frames.parquet",
+                                         "face_detections.csv"}
     table = load_features(tmp_path / "out", required_meta=())
     # the AV clip has both; the wav has no video: its face columns are missing, not zero
     av, wav = table.loc["ravdess_01-03-01-01-01-02"], table.loc["ravdess_01-07-01-01-01-02"]
