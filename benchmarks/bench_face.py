@@ -8,8 +8,11 @@ What it measures, and how:
   and JAFFE (213 images, 10 subjects) through the package's cached
   ``extract_features``; then the package's default classifier under
   subject-grouped CV (CK+48 5-fold StratifiedGroupKFold, JAFFE
-  leave-one-subject-out), for each encoder alone and both together, with and
-  without per-subject normalisation.
+  leave-one-subject-out), for each encoder alone and all together, with and
+  without per-subject normalisation. ``vggface`` joins when its weights are
+  at hand ($MER_VGGFACE_WEIGHTS or --vggface-weights). An ablation row runs
+  the same default encoders on crops that are not eye-aligned
+  (``FaceFeatureExtractor(align=False)`` through ``map_clips``).
 - Speed: a 3.5 s 1280x720 H.264 clip made with ffmpeg from the real RAVDESS
   sample clip (so there is a face to find); per stage (decode at 3 fps,
   detect + crop, each encoder), the median wall time of --repeats runs in one
@@ -30,6 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -37,41 +41,59 @@ from mer_pipeline import discover  # noqa: E402
 from mer_pipeline.ensemble import EmotionClassifier  # noqa: E402
 from mer_pipeline.evaluation import cross_validate_model  # noqa: E402
 from mer_pipeline.face import FRAME_ENCODERS, FaceFeatureExtractor, face_crops  # noqa: E402
-from mer_pipeline.features import extract_features, load_features  # noqa: E402
+from mer_pipeline.features import _to_table, extract_features, load_features  # noqa: E402
 from mer_pipeline.media import ffmpeg_exe, sample_frames  # noqa: E402
 from mer_pipeline.parallel import ClipOutcome, map_clips  # noqa: E402
 
 ENCODERS = ["expression", "landmarks"]
-PREFIX = {"expression": "face__expr", "landmarks": "face__lmk"}
+PREFIX = {"expression": "face__expr", "landmarks": "face__lmk", "vggface": "face__vgg"}
 CORPORA = [("CK+48", "ckplus48", 5), ("JAFFE", "jaffe", None)]  # None: leave-one-subject-out
 
 
-def accuracy(shared: Path, work: Path, n_jobs: int) -> list[dict]:
+def accuracy(shared: Path, work: Path, n_jobs: int, vggface_weights=None) -> list[dict]:
+    encoders = ENCODERS + (["vggface"] if vggface_weights else [])
     rows = []
     for label, folder, folds in CORPORA:
         scan = discover(shared / "faces" / folder)
         out = work / folder
-        extract_features(scan, out, modalities=["face"], face_encoders=ENCODERS, n_jobs=n_jobs,
-                         progress=False)
-        table = load_features(out)
+        _, run = extract_features(scan, out, modalities=["face"], face_encoders=encoders,
+                                  vggface_weights=vggface_weights, n_jobs=n_jobs, progress=False)
+        table = load_features(out, sequences=False)
+        det = pd.read_csv(out / "face_detections.csv")
+        coverage = {"detected": float((det["status"] == "detected").mean()),
+                    "whole": float((det["status"] == "whole").mean()),
+                    "aligned": float(det["aligned"].mean()), "failures": int(len(run.failures))}
+        print(f"{label} crops: {coverage}", flush=True)
+        # ablation: the default encoders on crops that are not eye-aligned
+        plain = map_clips(FaceFeatureExtractor(tuple(ENCODERS), align=False),
+                          scan.clips[scan.clips["video_path"] != ""], n_jobs=n_jobs,
+                          cache_dir=out / ".cache", progress=False)
+        tables = {"aligned": table, "not aligned": _to_table(plain.values, scan.clips)}
         k = folds or table["group"].nunique()
-        meta = [c for c in table.columns if "__" not in c]
-        for enc in ENCODERS + ["both"]:
-            cols = meta + [c for c in table.columns
-                           if c.startswith(PREFIX.get(enc, "face__"))]
+        variants = [(enc, "aligned") for enc in encoders + ["all"]] + [("all", "not aligned")]
+        for enc, crops in variants:
+            t = tables[crops]
+            meta = [c for c in t.columns if "__" not in c]
+            prefixes = tuple(PREFIX[e] for e in (encoders if enc == "all" else [enc]))
+            if crops == "not aligned":
+                prefixes = tuple(PREFIX[e] for e in ENCODERS)
+            cols = meta + [c for c in t.columns if c.startswith(prefixes)]
+            name = "+".join(encoders if enc == "all" and crops == "aligned"
+                            else ENCODERS if enc == "all" else [enc])
             for norm in (False, True):
                 t0 = time.perf_counter()
-                r = cross_validate_model(EmotionClassifier(speaker_norm=norm), table[cols],
-                                         table["emotion"], groups=table["group"],
+                r = cross_validate_model(EmotionClassifier(speaker_norm=norm), t[cols],
+                                         t["emotion"], groups=t["group"],
                                          protocol="subject", folds=k, n_jobs=n_jobs)
                 rows.append({"corpus": label, "images": int(len(table)),
                              "subjects": int(table["group"].nunique()),
                              "protocol": f"subject-grouped {k}-fold"
                                          + (" (leave-one-subject-out)" if folds is None else ""),
-                             "encoders": enc, "subject_norm": norm,
+                             "encoders": name, "crops": crops, "subject_norm": norm,
+                             "crop_status": coverage,
                              "accuracy": r.accuracy, "macro_f1": r.macro_f1,
                              "cv_wall_s": time.perf_counter() - t0})
-                print(f"{label} {enc} norm={norm}: {r.accuracy:.4f}", flush=True)
+                print(f"{label} {name} {crops} norm={norm}: {r.accuracy:.4f}", flush=True)
     return rows
 
 
@@ -101,9 +123,7 @@ class DecodeOnly:
 
 
 def speed(clip: Path, repeats: int, n_clips: int, n_jobs: int) -> dict:
-    import pandas as pd
-
-    stages = {"decode": [], "detect+crop": []}
+    stages = {"decode": [], "detect+track+landmarks+align": []}
     stages.update({f"encode {e}": [] for e in ENCODERS})
     for _ in range(repeats + 1):  # the first run warms up (imports, model loading)
         t0 = time.perf_counter()
@@ -111,7 +131,7 @@ def speed(clip: Path, repeats: int, n_clips: int, n_jobs: int) -> dict:
         t1 = time.perf_counter()
         faces = face_crops(frames)
         t2 = time.perf_counter()
-        times = {"decode": t1 - t0, "detect+crop": t2 - t1}
+        times = {"decode": t1 - t0, "detect+track+landmarks+align": t2 - t1}
         for e in ENCODERS:
             t = time.perf_counter()
             FRAME_ENCODERS[e]().encode_faces(faces)
@@ -125,8 +145,8 @@ def speed(clip: Path, repeats: int, n_clips: int, n_jobs: int) -> dict:
                    f"{len(frames)} frames, faces in {faces.face_fraction:.0%}",
            "single_process_median_s": per_stage, "repeats": repeats}
     for name, task in (("decode-only floor", DecodeOnly()),
-                       ("default encoder (expression)", FaceFeatureExtractor(("expression",))),
-                       ("expression+landmarks", FaceFeatureExtractor(tuple(ENCODERS)))):
+                       ("expression only", FaceFeatureExtractor(("expression",))),
+                       ("default (expression+landmarks)", FaceFeatureExtractor(tuple(ENCODERS)))):
         map_clips(task, manifest.iloc[:2], n_jobs=n_jobs, progress=False)  # warm the workers
         t0 = time.perf_counter()
         run = map_clips(task, manifest, n_jobs=n_jobs, progress=False)
@@ -142,21 +162,34 @@ def markdown(acc, spd, meta) -> str:
     lines = [f"# Face benchmark ({meta['date']})", "",
              f"Machine: {meta['machine']}.", "",
              "## Accuracy (subject-grouped CV: no subject in train and test)", "",
-             "| corpus | protocol | encoders | subject norm | accuracy | macro-F1 |",
-             "|---|---|---|---|---:|---:|"]
+             "| corpus | protocol | encoders | crops | subject norm | accuracy | macro-F1 |",
+             "|---|---|---|---|---|---:|---:|"]
     for r in acc:
         lines.append(f"| {r['corpus']} ({r['images']} images, {r['subjects']} subjects) | "
-                     f"{r['protocol']} | {r['encoders']} | {'yes' if r['subject_norm'] else 'no'}"
+                     f"{r['protocol']} | {r['encoders']} | {r['crops']} | "
+                     f"{'yes' if r['subject_norm'] else 'no'}"
                      f" | {100 * r['accuracy']:.1f}% | {100 * r['macro_f1']:.1f}% |")
+    lines += ["", "Crops (face_detections.csv): share of images with a detected face, used "
+              "whole (an existing crop), and eye-aligned:", ""]
+    seen = set()
+    for r in acc:
+        if r["corpus"] not in seen:
+            seen.add(r["corpus"])
+            c = r["crop_status"]
+            lines.append(f"- {r['corpus']}: detected {100 * c['detected']:.1f}%, whole "
+                         f"{100 * c['whole']:.1f}%, aligned {100 * c['aligned']:.1f}%, "
+                         f"failures {c['failures']}")
     lines += ["", "## Speed", "", f"Clip: {spd['clip']}.", "",
               f"One process, median of {spd['repeats']} runs:", "",
               "| stage | seconds |", "|---|---:|"]
     lines += [f"| {k} | {v:.3f} |" for k, v in spd["single_process_median_s"].items()]
-    lines += ["", "| through map_clips | clips | n_jobs | wall s per clip |", "|---|---:|---:|---:|"]
+    lines += ["", "| through map_clips | clips | n_jobs | wall s per clip | x decode floor |",
+              "|---|---:|---:|---:|---:|"]
+    floor = spd["parallel: decode-only floor"]["wall_s_per_clip"]
     for k, v in spd.items():
         if k.startswith("parallel: "):
             lines.append(f"| {k[len('parallel: '):]} | {v['clips']} | {v['n_jobs']} | "
-                         f"{v['wall_s_per_clip']:.3f} |")
+                         f"{v['wall_s_per_clip']:.3f} | {v['wall_s_per_clip'] / floor:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -169,6 +202,9 @@ def main(argv=None):
     p.add_argument("--n-jobs", type=int, default=-1)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--clips", type=int, default=16)
+    p.add_argument("--vggface-weights", default=os.environ.get("MER_VGGFACE_WEIGHTS"),
+                   help="keras-vggface ResNet-50 .h5: adds the vggface encoder to the accuracy "
+                        "table (default $MER_VGGFACE_WEIGHTS; without it vggface is left out)")
     args = p.parse_args(argv)
     if not (args.shared / "faces").is_dir():
         p.error(f"{args.shared}/faces not found: this benchmark needs the shared face corpora")
@@ -178,7 +214,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         spd = speed(make_clip(args.shared, Path(tmp) / "clip720p.mp4"), args.repeats, args.clips,
                     args.n_jobs)
-    acc = accuracy(args.shared, args.work, args.n_jobs)
+    acc = accuracy(args.shared, args.work, args.n_jobs, args.vggface_weights)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "face.json").write_text(json.dumps({"meta": meta, "accuracy": acc, "speed": spd},
                                                    indent=2))

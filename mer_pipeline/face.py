@@ -1,21 +1,27 @@
-"""Face detection and cropping for sampled frames (first block of the face stage).
+"""The face stage: detection, eye-aligned crops and frame encoders for sampled frames.
 
 The detector is OpenCV's Haar cascade for frontal faces, which ships inside
 ``opencv-python-headless`` (<5: release 5.0 drops the cascades), so nothing is
-downloaded. Per frame the largest face is kept, enlarged by a margin, made
-square and resized. Images that are already face crops (CK+48 and FER2013 are
-48x48) defeat detectors; a small image with no detection is used whole and
-marked as such. A frame with no face is recorded, not fatal; a clip with no
-face in any frame raises :class:`NoFaceError` so batch code can record it.
+downloaded. Per frame the largest face is kept (from the second frame on,
+searched first around the previous frame's face), enlarged by a margin, made
+square and resized; dlib's 68 landmarks are located in it and the crop is
+rotated and scaled so the eyes sit where FER2013's faces have them. Images
+that are already face crops (CK+48 and FER2013 are 48x48) may defeat
+detectors; a small image with no detection is used whole and marked as such.
+A frame with no face is recorded, not fatal; a clip with no face in any frame
+raises :class:`NoFaceError` (or, with ``require_face=False``, gives empty
+crops) so batch code can record it.
 
-Frame encoders: ``expression`` (the FER2013 CNN shipped in ``fer``),
-``landmarks`` (dlib's 68-point shape predictor from ``face-recognition-models``)
-and ``vggface`` (VGGFace ResNet-50 in PyTorch from the user's keras-vggface
-weights, :mod:`mer_pipeline.vggface`). Not yet here (issue 5 goes on): crops
-aligned by the eyes before encoding, attention pooling learned from labels.
+Frame encoders: ``expression`` (the FER2013 CNN shipped in ``fer``, on the
+aligned crop and its mirror image), ``landmarks`` (dlib's 68-point shape
+predictor from ``face-recognition-models``, Procrustes-aligned to a mean face
+shape) and ``vggface`` (VGGFace ResNet-50 in PyTorch from the user's
+keras-vggface weights, :mod:`mer_pipeline.vggface`). Attention pooling over
+frames is learnt from labels by :class:`mer_pipeline.fusion.MultimodalEmotionClassifier`.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -24,7 +30,9 @@ import numpy as np
 from .config import FACE_ENCODERS, FRAME_RATE
 from .exceptions import MerError, ParameterError
 
-__all__ = ["NoFaceError", "FaceCrops", "detect_faces", "crop_face", "face_crops"]
+__all__ = ["NoFaceError", "FaceCrops", "detect_faces", "crop_face", "face_crops",
+           "eye_alignment", "similarity_fit", "mean_shape", "normalise_landmarks",
+           "ALIGNED_EYES", "FRAME_ENCODERS", "FaceFeatureExtractor"]
 
 #: Images whose longer side is at most this are taken as face crops when no face is found.
 CROP_MAX_SIDE = 96
@@ -58,8 +66,12 @@ def _grey(frame: np.ndarray) -> np.ndarray:
     raise ParameterError(f"a frame must be (h, w) or (h, w, 3), got shape {frame.shape}")
 
 
+#: Side in pixels a tracked face is scaled to for detection around its last box.
+_TRACK_SIDE = 64
+
+
 def detect_faces(frame: np.ndarray, *, min_size: float = 0.1,
-                 detect_side: int | None = 240) -> np.ndarray:
+                 detect_side: int | None = 240, near=None) -> np.ndarray:
     """Face boxes in one frame, largest first.
 
     Parameters
@@ -71,33 +83,54 @@ def detect_faces(frame: np.ndarray, *, min_size: float = 0.1,
         Detect on a copy scaled down so its shorter side is at most this many
         pixels (boxes are mapped back to the full frame): a 720p frame costs
         a ninth. ``None`` detects at full resolution.
+    near : (x, y, width, height) or None
+        A face box from a neighbouring frame (tracking): search only around
+        it, for faces from 2/3 to 3/2 of its size, a tenth of the cost of the
+        whole frame. Returns no box when the face has left that window; the
+        caller then searches the whole frame.
 
     Returns
     -------
     np.ndarray of int, shape (n_faces, 4)
         ``x, y, width, height`` per face.
     """
+    import cv2
+
     if not 0 < min_size <= 1:
         raise ParameterError(f"min_size must be in (0, 1], got {min_size!r}")
     grey = _grey(frame)
     scale = 1.0
     if detect_side is not None and min(grey.shape) > detect_side:
-        import cv2
-
         scale = detect_side / min(grey.shape)
-        grey = cv2.resize(grey, (round(grey.shape[1] * scale), round(grey.shape[0] * scale)),
+    side = max(12, int(min(grey.shape) * scale * min_size))
+    max_side = None
+    x0 = y0 = 0
+    if near is not None:  # a window twice the box's size around it, the face ~64 px
+        x, y, w, h = (int(v) for v in near)
+        x0, y0 = max(0, x - w // 2), max(0, y - h // 2)
+        grey = grey[y0:y + h + h // 2, x0:x + w + w // 2]
+        scale = min(1.0, _TRACK_SIDE / max(1, min(w, h)))
+        side = max(side, int(_TRACK_SIDE / 1.5))
+        max_side = int(_TRACK_SIDE * max(w, h) / max(1, min(w, h)) * 1.5) + 1
+        if min(grey.shape) * scale < side:
+            return np.empty((0, 4), dtype=int)
+    if scale != 1.0:
+        grey = cv2.resize(grey, (max(1, round(grey.shape[1] * scale)),
+                                 max(1, round(grey.shape[0] * scale))),
                           interpolation=cv2.INTER_AREA)
-    side = max(12, int(min(grey.shape) * min_size))
     boxes = np.empty((0, 4), dtype=int)
     for name, neighbours in (("haarcascade_frontalface_default.xml", 5),
                              ("haarcascade_frontalface_alt2.xml", 3)):
-        found = _cascade(name).detectMultiScale(grey, scaleFactor=1.1, minNeighbors=neighbours,
-                                                minSize=(side, side))
+        kw = {"maxSize": (max_side, max_side)} if max_side else {}
+        found = _cascade(name).detectMultiScale(grey, scaleFactor=1.2 if near is not None else 1.1,
+                                                minNeighbors=neighbours, minSize=(side, side),
+                                                **kw)
         if len(found):
             boxes = np.asarray(found, dtype=int).reshape(-1, 4)
             break
     if scale != 1.0:
         boxes = np.round(boxes / scale).astype(int)
+    boxes[:, :2] += (x0, y0)
     order = np.argsort(-(boxes[:, 2] * boxes[:, 3]), kind="stable")
     return boxes[order]
 
@@ -299,9 +332,13 @@ def face_crops(frames: np.ndarray, *, size: int = 128, margin: float = 0.2,
         raise ParameterError("align=True needs landmarks=True (the eyes come from the landmarks)")
     predictor = _shape_predictor() if landmarks else None
     crops, index, status, boxes, points, aligned, rgb = [], [], [], [], [], [], []
+    track = None  # the previous frame's face: searched around first
     for i, colour in enumerate(frames):
         frame = _grey(colour)  # once per frame, for detection and cropping
-        found = detect_faces(frame, min_size=min_size)
+        found = detect_faces(frame, min_size=min_size, near=track) if track is not None else ()
+        if not len(found):
+            found = detect_faces(frame, min_size=min_size)
+        track = found[0] if len(found) else None
         if len(found):
             box, tag = found[0], "detected"
         elif max(frame.shape[:2]) <= crop_max_side:
@@ -669,6 +706,19 @@ def pool_frames(features: np.ndarray, names: list[str]) -> dict:
     return out
 
 
+@contextmanager
+def _single_threaded_opencv():
+    """OpenCV on one thread for the duration (its thread pool is process-wide)."""
+    import cv2
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
+
+
 @lru_cache(maxsize=8)
 def _file_digest(path: str, size: int, mtime_ns: int) -> str:
     """SHA-256 of a file, remembered while its size and modification time stay the same."""
@@ -759,9 +809,10 @@ class FaceFeatureExtractor:
         names = [n for enc in encoders for n in enc.feature_names()]
         try:
             frames = sample_frames(path, fps=self.fps)
-            faces = face_crops(frames, size=self.size, margin=self.margin, align=self.align,
-                               rgb_size=224 if "vggface" in self.encoders else None,
-                               require_face=False)
+            with _single_threaded_opencv():  # clips run in parallel: threads per clip only contend
+                faces = face_crops(frames, size=self.size, margin=self.margin, align=self.align,
+                                   rgb_size=224 if "vggface" in self.encoders else None,
+                                   require_face=False)
         except Exception as exc:  # noqa: BLE001 - recorded per clip
             outcome.fail("video", path, exc)
             return outcome

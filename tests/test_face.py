@@ -74,6 +74,12 @@ def test_real_stills_and_sample_clip_all_get_a_face():
     # the face stays put across frames of one take: centres move little
     centres = faces.boxes[:, :2] + faces.boxes[:, 2:] / 2
     assert np.ptp(centres, axis=0).max() < 0.25 * frames.shape[2]
+    # tracking: searching around the last box finds the box a whole-frame search finds
+    full = detect_faces(frames[5])[0]
+    tracked = detect_faces(frames[5], near=faces.boxes[4])
+    assert len(tracked) and np.abs(tracked[0] - full).max() < 0.2 * full[2]
+    # a window with no face in it finds nothing (face_crops then searches the whole frame)
+    assert len(detect_faces(frames[5], near=(0, 0, full[2] // 3, full[3] // 3))) == 0
 
 
 @pytest.mark.shared
