@@ -144,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
                  description="Extract features per clip and write DIR/audio_features.csv "
                              "(columns clip_id, metadata, audio__*) and/or "
                              "DIR/video_features.csv (face__*, frame-level features in "
-                             "DIR/face_frames.parquet), with failures in DIR/failures.csv.",
+                             "DIR/face_frames.parquet, one row per sampled frame with its face "
+                             "box or status none in DIR/face_detections.csv), with failures in "
+                             "DIR/failures.csv.",
                  epilog=EPILOG_FEATURES)
     p.add_argument("--out", type=Path, default=Path(config.FEATURES_DIR), metavar="DIR",
                    help="output folder (default %(default)s)")
