@@ -17,7 +17,7 @@ INPUT ?= $(SHARED_OTHER)
 N_JOBS ?= -1
 FOLDS ?= 5
 
-.PHONY: help install test demo need-data features evaluate train score bench-audio bench-face bench-fusion train-paired clean
+.PHONY: help install test demo need-data features evaluate train score bench-audio bench-face bench-fusion check-vggface train-paired clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -73,6 +73,10 @@ bench-audio: install ## audio benchmark: extraction speed and accuracy table -> 
 
 bench-face: install ## face benchmark: CK+48 / JAFFE subject-grouped accuracy and speed per clip -> benchmarks/results/
 	$(PY) benchmarks/bench_face.py --shared ../shared/data --out benchmarks/results
+
+check-vggface: install ## check the PyTorch VGGFace port against a Keras definition (KERAS_PY=python with keras 3 + h5py)
+	@if [ -z "$(KERAS_PY)" ]; then echo "give KERAS_PY=/path/to/python of an env with tensorflow-cpu and h5py"; exit 2; fi
+	$(PY) benchmarks/check_vggface_port.py --keras-python $(KERAS_PY)
 
 bench-fusion: install ## fusion benchmark: RAVDESS voices paired with JAFFE faces, each fusion vs each modality -> benchmarks/results/
 	$(PY) benchmarks/bench_fusion.py --shared ../shared/data --out benchmarks/results --work $(FEATURES)/bench_fusion --n-jobs $(N_JOBS)
