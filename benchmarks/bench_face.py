@@ -10,8 +10,9 @@ What it measures, and how:
   subject-grouped CV (CK+48 5-fold StratifiedGroupKFold, JAFFE
   leave-one-subject-out), for each encoder alone and all together, with and
   without per-subject normalisation (a subject's own statistics from 10 of
-  its images, the default; and, for all encoders together, from 20). ``vggface`` joins when its weights are
-  at hand ($MER_VGGFACE_WEIGHTS or --vggface-weights). An ablation row runs
+  its images, the default; and, for all encoders together, from 20).
+  ``vggface`` joins when its weights are at hand ($MER_VGGFACE_WEIGHTS or
+  --vggface-weights). An ablation row runs
   the same default encoders on crops that are not eye-aligned
   (``FaceFeatureExtractor(align=False)`` through ``map_clips``).
 - Speed: a 3.5 s 1280x720 H.264 clip made with ffmpeg from the real RAVDESS
