@@ -181,8 +181,9 @@ def write_features(table: pd.DataFrame, out_dir: str | os.PathLike, *,
     The inverse of :func:`load_features`: ``audio__`` columns go to
     ``audio_features.csv``, ``face__`` columns (and the face bookkeeping
     columns) to ``video_features.csv``, the sequence columns to
-    ``audio_frames.parquet`` / ``face_frames.parquet``; metadata to both CSVs.
-    Useful for tables built in Python (a paired benchmark, a subset).
+    ``audio_frames.parquet`` / ``face_frames.parquet``; metadata, and any other
+    column without a ``<modality>__`` prefix (a benchmark's ``face_subject``),
+    to both CSVs. Useful for tables built in Python (a paired benchmark, a subset).
 
     Parameters
     ----------
@@ -199,10 +200,14 @@ def write_features(table: pd.DataFrame, out_dir: str | os.PathLike, *,
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    meta = [c for c in META_COLUMNS if c in table.columns]
+    bookkeeping = ["face_n_frames", "face_fraction"]
+    skip = set(META_COLUMNS) | set(SEQUENCE_COLUMNS.values()) | set(bookkeeping)
+    # metadata first, then other non-feature columns (e.g. a benchmark's face_subject)
+    meta = ([c for c in META_COLUMNS if c in table.columns]
+            + [c for c in table.columns if "__" not in str(c) and c not in skip])
     written = []
     for modality, name, extra in (("audio", AUDIO_TABLE, []),
-                                  ("face", VIDEO_TABLE, ["face_n_frames", "face_fraction"])):
+                                  ("face", VIDEO_TABLE, bookkeeping)):
         cols = [c for c in table.columns if str(c).startswith(f"{modality}__")]
         if not cols:
             continue

@@ -215,7 +215,11 @@ def test_train_save_score_roundtrip_with_frames_and_missing_modalities(tmp_path)
     from mer_pipeline.persistence import ArtifactError
 
     train, test = split(make_table())
+    train = train.assign(face_subject=[f"s{i % 3}" for i in range(len(train))])
     write_features(train, tmp_path / "train")
+    # columns beyond the metadata survive the round trip, in both tables
+    kept = load_features(tmp_path / "train")
+    assert list(kept["face_subject"]) == list(train["face_subject"])
     # the test folder: two clips lose their face, two their audio (absent from that CSV)
     test = test.copy()
     test.iloc[:2, [i for i, c in enumerate(test.columns) if c.startswith("face")]] = np.nan
