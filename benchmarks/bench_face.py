@@ -72,19 +72,17 @@ def accuracy(shared: Path, work: Path, n_jobs: int, vggface_weights=None) -> lis
                           cache_dir=out / ".cache", progress=False)
         tables = {"aligned": table, "not aligned": _to_table(plain.values, scan.clips)}
         k = folds or table["group"].nunique()
-        variants = [(enc, "aligned") for enc in encoders + ["all"]] + [("all", "not aligned")]
-        for enc, crops in variants:
+        # (encoders, crops, whether to add the subject-norm-from-20-images row)
+        variants = ([([e], "aligned", False) for e in encoders]
+                    + [(encoders, "aligned", True), (ENCODERS, "not aligned", False)])
+        for encs, crops, from_20 in variants:
             t = tables[crops]
             meta = [c for c in t.columns if "__" not in c]
-            prefixes = tuple(PREFIX[e] for e in (encoders if enc == "all" else [enc]))
-            if crops == "not aligned":
-                prefixes = tuple(PREFIX[e] for e in ENCODERS)
-            cols = meta + [c for c in t.columns if c.startswith(prefixes)]
-            name = "+".join(encoders if enc == "all" and crops == "aligned"
-                            else ENCODERS if enc == "all" else [enc])
+            cols = meta + [c for c in t.columns if c.startswith(tuple(PREFIX[e] for e in encs))]
+            name = "+".join(encs)
             # subject norm: off; on (default: own statistics from 10 images of a subject);
             # on from 20 images (most CK+ subjects then fall back to the population's)
-            norms = [0, 10] + ([20] if enc == "all" and crops == "aligned" else [])
+            norms = [0, 10] + ([20] if from_20 else [])
             for norm in norms:
                 t0 = time.perf_counter()
                 r = cross_validate_model(EmotionClassifier(speaker_norm=bool(norm),

@@ -27,6 +27,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from ._mean_face import MEAN_FACE_68
 from .config import FACE_ENCODERS, FRAME_RATE
 from .exceptions import MerError, ParameterError
 
@@ -43,6 +44,10 @@ _LEFT_EYE, _RIGHT_EYE = slice(36, 42), slice(42, 48)
 
 class NoFaceError(MerError):
     """No face was found in any frame of a clip."""
+
+    @classmethod
+    def in_frames(cls, n_frames: int) -> "NoFaceError":
+        return cls(f"no face found in any of {n_frames} frame(s)")
 
 
 @lru_cache(maxsize=None)
@@ -370,7 +375,7 @@ def face_crops(frames: np.ndarray, *, size: int = 128, margin: float = 0.2,
         status.append(tag)
         boxes.append(box)
     if not crops and require_face:
-        raise NoFaceError(f"no face found in any of {len(frames)} frame(s)")
+        raise NoFaceError.in_frames(len(frames))
     return FaceCrops(crops=np.asarray(crops, dtype=np.uint8).reshape(-1, size, size),
                      frame_index=np.asarray(index, dtype=int), status=status,
                      boxes=np.asarray(boxes, dtype=int).reshape(-1, 4),
@@ -609,8 +614,6 @@ def normalise_landmarks(points: np.ndarray, reference: np.ndarray | None = None)
     -------
     np.ndarray, shape (68, 2)
     """
-    from ._mean_face import MEAN_FACE_68
-
     points = np.asarray(points, dtype=np.float64)
     if points.shape != (68, 2):
         raise ParameterError(f"landmarks must be (68, 2); got {points.shape}")
@@ -823,8 +826,7 @@ class FaceFeatureExtractor:
         bookkeeping = {"face_n_frames": float(faces.n_frames),
                        "face_fraction": faces.face_fraction}
         if not faces.n_faces:
-            outcome.fail("face", path, NoFaceError(f"no face found in any of {len(frames)} "
-                                                   f"frame(s)"))
+            outcome.fail("face", path, NoFaceError.in_frames(len(frames)))
             pooled = {f"face__{k}": np.nan for k in pool_frames(np.zeros((1, len(names))), names)}
             pooled.update(bookkeeping)
             outcome.value = (np.array(list(pooled.values()), np.float32), tuple(pooled), None,
