@@ -8,13 +8,15 @@ Public API::
     SpeakerNormalizer   per-speaker standardisation (transformer)
     EmotionClassifier   the single-table classifier (estimator)
     MultimodalEmotionClassifier  voice + face fusion (estimator)
-    evaluate_features   actor-independent cross-validation report
-    train_and_save, save_model, load_model, score_inputs
+    evaluate_features   actor-independent cross-validation report (workflows)
+    train_and_save      fit and save with metadata and provenance (workflows)
+    score_inputs        score feature tables or media with a saved model (workflows)
+    save_model, load_model
 """
 from ._version import __version__
 from .corpus import CorpusScan, discover, parse_filename, read_manifest
 from .ensemble import EmotionClassifier
-from .evaluation import cross_validate_model, evaluate_features
+from .evaluation import cross_validate_model
 from .exceptions import (
     CorruptMediaError,
     EmptyMediaError,
@@ -23,15 +25,16 @@ from .exceptions import (
     MediaNotFoundError,
     MerError,
     NoAudioStreamError,
+    NoFaceError,
     NoVideoStreamError,
     ParameterError,
     SilentAudioError,
 )
 from .features import extract_features, load_features
 from .fusion import MultimodalEmotionClassifier, build_estimator
-from .persistence import ArtifactError, load_model, save_model, train_and_save
-from .scoring import score_inputs
+from .persistence import ArtifactError, load_model, save_model
 from .speaker import SpeakerNormalizer
+from .workflows import evaluate_features, score_inputs, train_and_save
 
 __all__ = [
     "__version__",
@@ -42,5 +45,6 @@ __all__ = [
     "train_and_save", "save_model", "load_model", "score_inputs",
     "MerError", "ParameterError", "MediaError", "MediaNotFoundError", "EmptyMediaError",
     "CorruptMediaError", "NoAudioStreamError", "NoVideoStreamError", "SilentAudioError",
+    "NoFaceError",
     "FeatureTableError", "ArtifactError",
 ]

@@ -40,21 +40,23 @@ private, research and educational use; commercial use needs a licence).
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 import pandas as pd
 
-from .config import SAMPLE_RATE
+from . import _schema
+from .config import AUDIO_SET, SAMPLE_RATE
 from .exceptions import ParameterError, SilentAudioError
 
 __all__ = ["FEATURE_SETS", "DEFAULT_SET", "available_sets", "resolve_set",
            "audio_features", "audio_frames", "AudioFeatureExtractor", "PREFIX", "LLD_NAMES",
            "LLD_RATE"]
 
-PREFIX = "audio__"
-#: The set ``default`` stands for (chosen by measurement, see README).
-DEFAULT_SET = "egemaps+compare+librosa"
+PREFIX = _schema.prefix("audio")
+#: The set ``default`` stands for (chosen by measurement, see README):
+#: :data:`mer_pipeline.config.AUDIO_SET`.
+DEFAULT_SET = AUDIO_SET
 SILENCE_PEAK = 1e-4  # |x| below this everywhere (-80 dBFS) counts as silence
 
 
@@ -96,13 +98,69 @@ def _emobase(y, sr):
     return _opensmile(y, sr, "emobase", "emobase")
 
 
-def _librosa_stats(y: np.ndarray, sr: int) -> dict:
+class _Spectra:
+    """The short-time analysis (25 ms windows, 10 ms hop, 512-point FFT) of one signal.
+
+    Computed once per clip and shared by the ``librosa`` set and the
+    low-level-descriptor sequence (:func:`audio_frames`); each part is
+    computed on first use.
+    """
+
+    def __init__(self, y: np.ndarray, sr: int):
+        self.y = np.asarray(y, dtype=np.float32)
+        self.sr = sr
+        self.n_fft, self.hop, self.win = 512, sr // 100, int(0.025 * sr)
+
+    @cached_property
+    def power(self) -> np.ndarray:
+        import librosa
+
+        return np.abs(librosa.stft(self.y, n_fft=self.n_fft, hop_length=self.hop,
+                                   win_length=self.win)) ** 2
+
+    @cached_property
+    def mag(self) -> np.ndarray:
+        return np.sqrt(self.power)
+
+    @cached_property
+    def mfcc(self) -> np.ndarray:
+        """20 MFCCs from 40 mel bands."""
+        import librosa
+
+        mel = librosa.feature.melspectrogram(S=self.power, sr=self.sr, n_mels=40)
+        return librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=20)
+
+    @cached_property
+    def rms(self) -> np.ndarray:
+        import librosa
+
+        return librosa.feature.rms(S=self.mag, frame_length=self.n_fft)[0]
+
+    @cached_property
+    def centroid(self) -> np.ndarray:
+        import librosa
+
+        return librosa.feature.spectral_centroid(S=self.mag, sr=self.sr)[0]
+
+    @cached_property
+    def flatness(self) -> np.ndarray:
+        import librosa
+
+        return librosa.feature.spectral_flatness(S=self.mag)[0]
+
+    @cached_property
+    def zcr(self) -> np.ndarray:
+        import librosa
+
+        return librosa.feature.zero_crossing_rate(self.y, frame_length=self.win,
+                                                  hop_length=self.hop)[0]
+
+
+def _librosa_stats(y: np.ndarray, sr: int, spectra: _Spectra | None = None) -> dict:
     import librosa
 
-    n_fft, hop, win = 512, sr // 100, int(0.025 * sr)
-    spec = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop, win_length=win)) ** 2
-    mel = librosa.feature.melspectrogram(S=spec, sr=sr, n_mels=40)
-    mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=20)
+    sp = spectra if spectra is not None else _Spectra(y, sr)
+    n_fft, spec, mag, mfcc = sp.n_fft, sp.power, sp.mag, sp.mfcc
     width = min(9, mfcc.shape[1] if mfcc.shape[1] % 2 else mfcc.shape[1] - 1)
     if width >= 3:
         d1 = librosa.feature.delta(mfcc, width=width)
@@ -114,7 +172,6 @@ def _librosa_stats(y: np.ndarray, sr: int) -> dict:
         for i in range(mat.shape[0]):
             out[f"librosa_{name}{i + 1:02d}_mean"] = mat[i].mean()
             out[f"librosa_{name}{i + 1:02d}_std"] = mat[i].std()
-    mag = np.sqrt(spec)
     contrast = librosa.feature.spectral_contrast(S=mag, sr=sr, n_fft=n_fft, fmin=100.0, n_bands=6)
     chroma = librosa.feature.chroma_stft(S=spec, sr=sr, n_fft=n_fft)
     for name, mat in (("contrast", contrast), ("chroma", chroma)):
@@ -122,17 +179,16 @@ def _librosa_stats(y: np.ndarray, sr: int) -> dict:
             out[f"librosa_{name}{i + 1:02d}_mean"] = mat[i].mean()
             out[f"librosa_{name}{i + 1:02d}_std"] = mat[i].std()
     single = {
-        "centroid": librosa.feature.spectral_centroid(S=mag, sr=sr)[0],
+        "centroid": sp.centroid,
         "bandwidth": librosa.feature.spectral_bandwidth(S=mag, sr=sr)[0],
-        "flatness": librosa.feature.spectral_flatness(S=mag)[0],
+        "flatness": sp.flatness,
         "rolloff": librosa.feature.spectral_rolloff(S=mag, sr=sr)[0],
-        "zcr": librosa.feature.zero_crossing_rate(y, frame_length=win, hop_length=hop)[0],
+        "zcr": sp.zcr,
     }
     for name, v in single.items():
         out[f"librosa_{name}_mean"] = v.mean()
         out[f"librosa_{name}_std"] = v.std()
-    rms = librosa.feature.rms(S=mag, frame_length=n_fft)[0]
-    log_rms = 20 * np.log10(rms + 1e-10)
+    log_rms = 20 * np.log10(sp.rms + 1e-10)
     p10, p50, p90 = np.percentile(log_rms, [10, 50, 90])
     t = np.arange(len(log_rms))
     slope = np.polyfit(t, log_rms, 1)[0] if len(t) > 1 else 0.0
@@ -235,23 +291,16 @@ def audio_frames(y: np.ndarray, sr: int, *, rate: float = LLD_RATE) -> np.ndarra
     -------
     np.ndarray of float32, shape (n_frames, len(LLD_NAMES))
     """
-    import librosa
+    return _frames(_Spectra(y, sr), rate)
 
+
+def _frames(sp: _Spectra, rate: float = LLD_RATE) -> np.ndarray:
     if not 0 < rate <= 100:
         raise ParameterError(f"rate must be in (0, 100] frames per second; got {rate!r}")
-    y = np.asarray(y, dtype=np.float32)
-    n_fft, hop, win = 512, sr // 100, int(0.025 * sr)
-    spec = np.abs(librosa.stft(y, n_fft=n_fft, hop_length=hop, win_length=win)) ** 2
-    mel = librosa.feature.melspectrogram(S=spec, sr=sr, n_mels=40)
-    mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mel), n_mfcc=20)
-    mag = np.sqrt(spec)
-    rms = librosa.feature.rms(S=mag, frame_length=n_fft)[0]
-    centroid = librosa.feature.spectral_centroid(S=mag, sr=sr)[0]
-    zcr = librosa.feature.zero_crossing_rate(y, frame_length=win, hop_length=hop)[0]
+    mfcc, zcr = sp.mfcc, sp.zcr
     n = min(mfcc.shape[1], len(zcr))
-    lld = np.vstack([mfcc[:, :n], 20 * np.log10(rms[:n] + 1e-10),
-                     np.log(centroid[:n] + 1.0), zcr[:n],
-                     librosa.feature.spectral_flatness(S=mag)[0][:n]]).T
+    lld = np.vstack([mfcc[:, :n], 20 * np.log10(sp.rms[:n] + 1e-10),
+                     np.log(sp.centroid[:n] + 1.0), zcr[:n], sp.flatness[:n]]).T
     block = max(1, int(round(100.0 / rate)))
     m = max(1, n // block)
     lld = lld[: m * block].reshape(m, -1, lld.shape[1]).mean(axis=1) if n >= block else \
@@ -281,40 +330,68 @@ def audio_features(y: np.ndarray, sr: int, feature_set: str | None = "default") 
     SilentAudioError
         If the signal is digital silence.
     """
-    parts = resolve_set(feature_set)
+    return _features(y, sr, resolve_set(feature_set))[0]
+
+
+def _features(y: np.ndarray, sr: int, parts) -> tuple[pd.Series, dict, dict]:
+    """The features of ``parts``, the signal at each rate used, and the short-time
+    analyses made on the way (rate → :class:`_Spectra`)."""
     y = np.asarray(y, dtype=np.float32)
     if y.ndim != 1:
         raise ParameterError(f"y must be 1-D (mono), got shape {y.shape}")
     if y.size == 0 or np.max(np.abs(y)) < SILENCE_PEAK:
         raise SilentAudioError("<signal>", "silent audio (peak below -80 dBFS)")
     by_rate: dict = {sr: y}
+    spectra: dict = {}
     out: dict = {}
     for part in parts:
         func, rate, _ = FEATURE_SETS[part]
         if rate not in by_rate:
             by_rate[rate] = _resample(y, sr, rate)
-        out.update(func(by_rate[rate], rate))
-    return pd.Series({PREFIX + k: v for k, v in out.items()}, dtype=float)
+        if func is _librosa_stats:  # the analysis is shared with the LLD sequence
+            spectra.setdefault(rate, _Spectra(by_rate[rate], rate))
+            out.update(func(by_rate[rate], rate, spectra[rate]))
+        else:
+            out.update(func(by_rate[rate], rate))
+    return pd.Series({PREFIX + k: v for k, v in out.items()}, dtype=float), by_rate, spectra
 
 
 class AudioFeatureExtractor:
     """Per-clip task: decode the clip's audio once and compute a feature set.
 
     Used by :func:`mer_pipeline.features.extract_features` through
-    :func:`mer_pipeline.parallel.map_clips`. The value holds the clip's row
-    and its low-level-descriptor sequence (:func:`audio_frames`, at 16 kHz). Audio is decoded at the native
-    highest rate the set needs (16 kHz; 22.05 kHz when ``seed45`` is in it) and
-resampled down for the parts defined at a lower rate.
+    :func:`mer_pipeline.parallel.map_clips`. The value is a
+    :class:`~mer_pipeline._schema.ClipFeatures`: the clip's row and its
+    low-level-descriptor sequence (:func:`audio_frames`, at 16 kHz). Audio is
+    decoded once, at the highest rate the set needs (16 kHz; 22.05 kHz when
+    ``seed45`` is in it), and resampled down for the parts defined at a lower
+    rate; the short-time analysis at 16 kHz is computed once and shared by the
+    ``librosa`` set and the LLD sequence.
+
+    Parameters
+    ----------
+    feature_set : str or None
+        See :func:`available_sets`; ``None`` or ``"default"``: :data:`DEFAULT_SET`.
     """
 
     name = "audio"
-    version = "2"  # 2: the value also holds the LLD sequence (audio_frames)
+    # 2: the value also holds the LLD sequence; 3: the value is a ClipFeatures
+    version = "3"
 
     def __init__(self, feature_set: str | None = "default"):
         self.feature_set = feature_set
 
     def params(self) -> dict:
-        return {"feature_set": "+".join(resolve_set(self.feature_set))}
+        """The settings that make the features (recorded in ``features.json``)."""
+        parts = resolve_set(self.feature_set)
+        return {"feature_set": "+".join(parts),
+                "sample_rate": max(FEATURE_SETS[p][1] for p in parts),
+                "lld_rate": LLD_RATE}
+
+    @classmethod
+    def from_params(cls, params: dict) -> "AudioFeatureExtractor":
+        """The extractor that recorded ``params`` (see :meth:`params`)."""
+        return cls(params["feature_set"])
 
     def inputs(self, row: dict) -> list[str]:
         return [row["audio_path"]] if row.get("audio_path") else []
@@ -327,21 +404,26 @@ resampled down for the parts defined at a lower rate.
         path = row.get("audio_path")
         if not path:
             return outcome  # no audio in this clip: not a failure
+        parts = resolve_set(self.feature_set)
         # decode once, at the highest rate a part needs; lower rates are derived
-        rate = max(FEATURE_SETS[p][1] for p in resolve_set(self.feature_set))
+        rate = max(FEATURE_SETS[p][1] for p in parts)
         try:
             y = load_audio(path, sr=rate)
             try:
-                values = audio_features(y, rate, self.feature_set)
+                values, signals, spectra = _features(y, rate, parts)
             except SilentAudioError:
                 raise SilentAudioError(path, "silent audio (peak below -80 dBFS)") from None
         except Exception as exc:  # noqa: BLE001 - recorded per clip
             outcome.fail("audio", path, exc)
             return outcome
-        # the LLD sequence is defined at 16 kHz: resample the decoded signal, never decode twice
-        seq_y = y if rate == SAMPLE_RATE else _resample(y, rate, SAMPLE_RATE)
-        lld = audio_frames(seq_y, SAMPLE_RATE)
-        frames = {"frame": np.arange(len(lld), dtype=np.int32), "features": lld,
-                  "names": list(LLD_NAMES)}
-        outcome.value = values.to_numpy(dtype=np.float32), tuple(values.index), frames
+        # the LLD sequence is defined at 16 kHz: reuse the analysis, or the decoded signal
+        sp = spectra.get(SAMPLE_RATE)
+        if sp is None:
+            sp = _Spectra(signals[SAMPLE_RATE] if SAMPLE_RATE in signals
+                          else _resample(y, rate, SAMPLE_RATE), SAMPLE_RATE)
+        lld = _frames(sp)
+        frames = _schema.FrameFeatures(frame=np.arange(len(lld), dtype=np.int32), features=lld,
+                                       names=list(LLD_NAMES))
+        outcome.value = _schema.ClipFeatures(values=values.to_numpy(dtype=np.float32),
+                                             names=tuple(values.index), frames=frames)
         return outcome

@@ -96,12 +96,14 @@ def _run_kwargs(args) -> dict:
 
 
 def _command(sub, name: str, func, *, help: str, description: str, epilog: str,
-             data: bool = True) -> argparse.ArgumentParser:
-    """A subcommand with help, examples and (unless ``data=False``) the DATA paths."""
+             data: bool | str = True) -> argparse.ArgumentParser:
+    """A subcommand with help, examples and (unless ``data=False``) the DATA paths
+    (``data="optional"``: none is allowed, the command checks)."""
     p = sub.add_parser(name, help=help, description=description, epilog=epilog,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     if data:
-        p.add_argument("data", nargs="+", type=_existing_path, metavar="DATA",
+        p.add_argument("data", nargs="*" if data == "optional" else "+", type=_existing_path,
+                       metavar="DATA",
                        help="folder, media file or CSV listing")
     p.set_defaults(func=func)
     return p
@@ -139,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-frames", action="store_true", help="write audio only")
     _add_run_options(p)
 
-    p = _command(sub, "features", cmd_features,
+    p = _command(sub, "features", cmd_features, data="optional",
                  help="stage 2: per-clip feature table(s) under DIR",
                  description="Extract features per clip and write DIR/audio_features.csv "
                              "(columns clip_id, metadata, audio__*) and/or "
@@ -163,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audio-set", default=None,
                    help="acoustic feature set (default: the package default; "
                         "see `mer features --list-sets`)")
-    p.add_argument("--list-sets", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--list-sets", action="store_true",
+                   help="list the acoustic feature sets and exit (no DATA needed)")
     _add_run_options(p)
 
     p = _command(sub, "evaluate", cmd_evaluate, data=False,
@@ -244,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
-    from .persistence import train_and_save
+    from .workflows import train_and_save
 
     _, meta = train_and_save(args.features, args.out, model=args.model, fusion=args.fusion,
                              cv_folds=args.folds or None, seed=args.seed, n_jobs=args.n_jobs)
@@ -261,7 +264,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from .scoring import score_inputs
+    from .workflows import score_inputs
 
     kw = _run_kwargs(args)
     predictions, failures = score_inputs(args.model, args.data, out=args.out, trust=args.trust,
@@ -280,7 +283,7 @@ def cmd_score(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .scoring import score_inputs
+    from .workflows import score_inputs
 
     predictions, failures = score_inputs(args.model, args.data, trust=args.trust, n_jobs=1,
                                          progress=False)
@@ -340,14 +343,17 @@ def _report_run(run, out_dir, total) -> None:
 
 
 def cmd_features(args) -> int:
-    from .audio import available_sets, DEFAULT_SET
+    from .audio import available_sets
     from .corpus import discover
     from .features import extract_features
 
     if args.list_sets:
         for name, doc in available_sets().items():
-            print(f"{name}{' (default)' if name == DEFAULT_SET else ''}: {doc}")
+            print(f"{name}: {doc}")
         return 0
+    if not args.data:
+        raise MerError("mer features needs DATA: folders, media files or CSV listings "
+                       "(or --list-sets)")
     scan = discover(args.data)
     print(scan.format_summary())
     modalities = [m.strip() for m in args.modalities.split(",") if m.strip()]
@@ -359,13 +365,33 @@ def cmd_features(args) -> int:
                                     fps=args.fps, vggface_weights=args.vggface_weights,
                                     **_run_kwargs(args))
     _report_run(run, args.out, len(scan.clips))
+    _report_modalities(run, args.out)
     for path in written:
         print(f"wrote {path}")
+    if not any(e["clips_with_features"] for e in run.modalities.values()):
+        print(f"mer: error: no clip yielded features; see {Path(args.out) / 'failures.csv'}",
+              file=sys.stderr)
+        return 1
     return 0
 
 
+def _report_modalities(run, out_dir) -> None:
+    """One line per modality: clips tried, clips with features, the commonest failure."""
+    stages = {"audio": ("audio",), "face": ("video", "face")}
+    for modality, entry in run.modalities.items():
+        line = f"{modality}: {entry['clips_with_features']} of {entry['clips']} clips"
+        fails = run.failures[run.failures["stage"].isin(stages.get(modality, (modality,)))] \
+            if len(run.failures) else run.failures
+        if entry["clips_with_features"] < entry["clips"] and len(fails):
+            errors = fails["error"].astype(str).str.split(":").str[0].value_counts()
+            line += f" — commonest failure {errors.index[0]}; see {Path(out_dir) / 'failures.csv'}"
+        if not entry["clips_with_features"]:
+            line += " (no table written)"
+        print(line)
+
+
 def cmd_evaluate(args) -> int:
-    from .evaluation import evaluate_features
+    from .workflows import evaluate_features
 
     result = evaluate_features(args.features, cv=args.cv, folds=args.folds,
                                report_dir=args.report, model=args.model, fusion=args.fusion,

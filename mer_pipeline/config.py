@@ -19,6 +19,14 @@ N_JOBS : int
 CACHE_ENV : str
     Environment variable naming the per-clip cache folder
     (default: ``<output folder>/.cache``).
+AUDIO_SET : str
+    The acoustic feature set ``default`` stands for (chosen by measurement:
+    README, benchmarks/results/audio.md).
+FACE_ENCODERS : tuple of str
+    Default frame encoders of the face stage.
+FACE_CROP_SIZE, FACE_MARGIN, FACE_ALIGN
+    Face crops: side in pixels, margin around the detected box (fraction of
+    its side), eye alignment on or off.
 """
 from __future__ import annotations
 
@@ -79,7 +87,14 @@ def canonical_label(label: str) -> str:
     key = str(label).strip().lower()
     return LABEL_SYNONYMS.get(key, key)
 
-FACE_ENCODERS = ("expression", "landmarks")
-"""Default frame encoders of the face stage: the FER2013 CNN's activations and the 68-point
-geometry. Together they scored best on CK+48 and JAFFE (benchmarks/results/face.md); each
-costs about 0.01 s per frame."""
+#: The set ``default`` stands for: openSMILE eGeMAPS and ComParE functionals and librosa
+#: statistics, chosen by actor-grouped accuracy on RAVDESS (benchmarks/results/audio.md).
+AUDIO_SET: str = "egemaps+compare+librosa"
+
+#: Default frame encoders of the face stage: the FER2013 CNN's activations and the 68-point
+#: geometry. Together they scored best on CK+48 and JAFFE (benchmarks/results/face.md); each
+#: costs about 0.01 s per frame.
+FACE_ENCODERS: tuple[str, ...] = ("expression", "landmarks")
+FACE_CROP_SIZE: int = 128
+FACE_MARGIN: float = 0.2
+FACE_ALIGN: bool = True

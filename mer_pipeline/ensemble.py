@@ -20,29 +20,14 @@ from sklearn.svm import SVC
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
+from . import _schema
+from ._schema import feature_blocks
 from .exceptions import ParameterError
 from .speaker import SpeakerNormalizer, check_features, record_features, split_groups
 
 __all__ = ["EmotionClassifier", "ProbabilityBlend", "MODELS", "feature_blocks"]
 
 MODELS = ("blend", "stacking", "svc", "logreg", "rf", "xgb")
-
-
-def feature_blocks(names) -> dict:
-    """Group feature names into blocks by their set: ``audio__compare_x`` → ``audio__compare``.
-
-    Names without a ``<modality>__<set>_`` form go to one block ``features``.
-    """
-    blocks: dict = {}
-    for i, name in enumerate(names):
-        name = str(name)
-        if "__" in name:
-            modality, rest = name.split("__", 1)
-            key = f"{modality}__{rest.split('_', 1)[0]}"
-        else:
-            key = "features"
-        blocks.setdefault(key, []).append(i)
-    return blocks
 
 
 class ProbabilityBlend(ClassifierMixin, BaseEstimator):
@@ -217,8 +202,10 @@ class EmotionClassifier(ClassifierMixin, BaseEstimator):
         overrides = dict(self.block_C or ())
         members = []
         for name, idx in self.blocks_.items():
-            C = overrides.get(name.split("__", 1)[-1], self.logreg_C)
-            members.append((f"lin_{name.replace('__', '_')}", self._linear(idx, C)))
+            part = _schema.strip_modality(name)
+            C = overrides.get(part, self.logreg_C)
+            member = name if part == name else f"{_schema.modality_of(name)}_{part}"
+            members.append((f"lin_{member}", self._linear(idx, C)))
         if len(self.blocks_) > 1:
             members.append(("lin_all", self._linear(range(self.n_features_in_), self.logreg_C)))
         return members

@@ -5,7 +5,8 @@ clips in both the training and the test folds, and every fitted step (speaker
 statistics, scaling, feature selection, PCA, the classifier) is refit inside
 each fold. A random clip split leaks each speaker's voice into training and
 inflates accuracy; it is computed only to be reported *beside* the honest
-figure, labelled as optimistic.
+figure, labelled as optimistic. Evaluating a features folder end to end is
+:func:`mer_pipeline.workflows.evaluate_features`.
 """
 from __future__ import annotations
 
@@ -30,8 +31,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from .exceptions import ParameterError
 
-__all__ = ["EvaluationResult", "cross_validate_model", "evaluate_features", "write_report",
-           "PROTOCOLS"]
+__all__ = ["EvaluationResult", "cross_validate_model", "write_report", "PROTOCOLS"]
 
 PROTOCOLS = {
     "actor": "actor-independent (grouped K-fold: no actor in both train and test)",
@@ -291,60 +291,3 @@ def _plot_roc(y, proba, classes, path, title):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def evaluate_features(features, *, cv: str = "actor", folds: int = 5, report_dir=None,
-                      model: str | None = None, speaker_norm: bool = True,
-                      random_comparison: bool = True, seed: int = 0,
-                      n_jobs: int | None = None, estimator=None,
-                      fusion: str = "auto") -> EvaluationResult:
-    """Cross-validate the package's classifier on a feature table and report.
-
-    Parameters
-    ----------
-    features : path or pandas.DataFrame
-        A features folder / CSV (see :func:`mer_pipeline.features.load_features`)
-        or a loaded table.
-    cv : {"actor", "subject", "random"}
-        ``actor``/``subject``: grouped folds on the ``group`` column (honest).
-        ``random``: the optimistic clip split alone.
-    folds : int
-    report_dir : path or None
-        Where :func:`write_report` writes; ``None`` writes nothing.
-    model, speaker_norm, fusion
-        Passed to :func:`mer_pipeline.fusion.build_estimator`: with audio and
-        face features the multimodal estimator (``late`` fusion), otherwise
-        :class:`~mer_pipeline.ensemble.EmotionClassifier` (``model=None``: its
-        default).
-    random_comparison : bool
-        With a grouped protocol, also compute the random-split figure and
-        report it beside the honest one.
-    seed : int
-    n_jobs : int or None
-        Folds fitted in parallel.
-    estimator : classifier or None
-        Evaluate this estimator instead of building one.
-
-    Returns
-    -------
-    EvaluationResult
-    """
-    from .features import load_features
-    from .fusion import build_estimator
-
-    table = features if isinstance(features, pd.DataFrame) else load_features(features)
-    table = table[table["emotion"].astype(str) != ""]
-    if estimator is None:
-        estimator = build_estimator(table, fusion=fusion, model=model,
-                                    speaker_norm=speaker_norm, random_state=seed)
-    groups = table["group"].to_numpy() if "group" in table.columns else None
-    y = table["emotion"].to_numpy()
-    result = cross_validate_model(estimator, table, y, groups=groups, protocol=cv, folds=folds,
-                                  seed=seed, n_jobs=n_jobs)
-    if cv != "random" and random_comparison:
-        result.comparison = cross_validate_model(estimator, table, y, groups=groups,
-                                                 protocol="random", folds=folds, seed=seed,
-                                                 n_jobs=n_jobs)
-    if report_dir is not None:
-        write_report(result, report_dir)
-    return result

@@ -44,3 +44,11 @@ class SilentAudioError(MediaError):
 
 class FeatureTableError(MerError, ValueError):
     """A feature table with missing, extra or malformed columns."""
+
+
+class NoFaceError(MerError):
+    """No face was found in any frame of a clip."""
+
+    @classmethod
+    def in_frames(cls, n_frames: int) -> "NoFaceError":
+        return cls(f"no face found in any of {n_frames} frame(s)")

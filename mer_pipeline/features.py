@@ -1,40 +1,113 @@
-"""Stage 2: per-clip feature tables under a features folder.
+"""Stage 2: per-clip feature tables under a features folder, with their provenance.
 
 ``extract_features`` writes one CSV per modality, one row per clip keyed by
 ``clip_id``: first the metadata columns (:data:`META_COLUMNS`), then the
-feature columns, prefixed by modality (``audio__``). ``load_features`` reads
-such a table back and checks its columns.
+feature columns, prefixed by modality (``audio__``; see
+:mod:`mer_pipeline._schema`), and ``features.json``, the record of how the
+folder was made: per modality the extractor's name, version and settings
+(audio set and sample rate; frame rate, encoders, crop size and alignment),
+the package version and the corpus. ``load_features`` reads a folder (or one
+CSV) back, checks it and attaches that record (``table.attrs["provenance"]``),
+which a trained model keeps and scoring holds new inputs against.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from . import _schema
+from ._io import atomic_path, write_json
+from ._schema import META_COLUMNS, SEQUENCE_COLUMNS, feature_columns
+from ._version import __version__
 from .config import FACE_ENCODERS, FRAME_RATE
 from .exceptions import FeatureTableError, ParameterError
 
 __all__ = ["extract_features", "load_features", "read_sequences", "write_features",
-           "META_COLUMNS",
-           "AUDIO_TABLE", "VIDEO_TABLE", "SEQUENCE_COLUMNS", "feature_columns"]
+           "read_provenance", "check_provenance", "make_extractor", "extractor_class",
+           "META_COLUMNS", "AUDIO_TABLE", "VIDEO_TABLE", "SEQUENCE_COLUMNS", "feature_columns",
+           "PROVENANCE_FORMAT"]
 
-META_COLUMNS = ["corpus", "actor", "group", "gender", "emotion", "split"]
-AUDIO_TABLE = "audio_features.csv"
-VIDEO_TABLE = "video_features.csv"
-FRAME_TABLE = "face_frames.parquet"
-DETECTION_TABLE = "face_detections.csv"
-AUDIO_FRAME_TABLE = "audio_frames.parquet"
-SEQUENCE_COLUMNS = {"audio": "audio_frames", "face": "face_frames"}
-"""Object columns :func:`load_features` adds: one 2-D float32 array (frames × features)
-per clip, or ``None`` where the clip has no such sequence."""
-MODALITIES = ("audio", "face")
+AUDIO_TABLE = _schema.TABLES["audio"]
+VIDEO_TABLE = _schema.TABLES["face"]
+FRAME_TABLE = _schema.FRAME_TABLES["face"]
+AUDIO_FRAME_TABLE = _schema.FRAME_TABLES["audio"]
+DETECTION_TABLE = _schema.DETECTION_TABLE
+MODALITIES = _schema.MODALITIES
+PROVENANCE_FORMAT = 1
+
+#: Modality → the manifest column holding the media that carries it.
+PATH_COLUMNS = {"audio": "audio_path", "face": "video_path"}
+#: Every file a run of :func:`extract_features` may write (the run owns them).
+OUTPUT_FILES = (*_schema.TABLES.values(), *_schema.FRAME_TABLES.values(),
+                _schema.DETECTION_TABLE, _schema.FAILURES_TABLE, _schema.PROVENANCE_FILE)
+
+
+def extractor_class(modality: str):
+    """The per-clip extractor class of a modality (the registry of feature extractors)."""
+    if modality == "audio":
+        from .audio import AudioFeatureExtractor
+
+        return AudioFeatureExtractor
+    if modality == "face":
+        from .face import FaceFeatureExtractor
+
+        return FaceFeatureExtractor
+    raise ParameterError(f"unknown modality {modality!r}; available: {', '.join(MODALITIES)}")
+
+
+def make_extractor(modality: str, *, audio_set: str | None = None,
+                   face_encoders=FACE_ENCODERS, fps: float = FRAME_RATE,
+                   vggface_weights: str | None = None, params: dict | None = None):
+    """A modality's extractor, from options or from recorded settings (``params``).
+
+    Parameters
+    ----------
+    modality : {"audio", "face"}
+    audio_set, face_encoders, fps, vggface_weights
+        As in :func:`extract_features` (ignored when ``params`` is given,
+        except the weights file, whose digest alone is recorded).
+    params : dict or None
+        Settings recorded in a ``features.json`` or a model's metadata.
+
+    Returns
+    -------
+    the extractor (a :class:`~mer_pipeline.parallel.ClipTask`)
+
+    Raises
+    ------
+    ParameterError
+        If ``params`` cannot be reproduced by this version (its settings differ
+        from what the rebuilt extractor would record).
+    """
+    cls = extractor_class(modality)
+    weights = None if vggface_weights is None else str(vggface_weights)
+    if params is not None:
+        task = (cls.from_params(params) if modality == "audio"
+                else cls.from_params(params, vggface_weights=weights))
+        again = task.params()
+        if again != params:
+            diff = _differences(again, params)
+            raise ParameterError(f"the recorded {modality} settings cannot be reproduced here "
+                                 f"({diff}); re-extract the features with this version")
+        return task
+    if modality == "audio":
+        return cls(audio_set)
+    return cls(face_encoders, fps=fps, vggface_weights=weights)
+
+
+def _differences(have: dict, want: dict) -> str:
+    keys = [k for k in dict.fromkeys([*want, *have]) if have.get(k) != want.get(k)]
+    return "; ".join(f"{k}: {have.get(k)!r} here, {want.get(k)!r} recorded" for k in keys)
 
 
 def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
                      audio_set: str | None = None, face_encoders=FACE_ENCODERS,
                      fps: float = FRAME_RATE, vggface_weights: str | None = None,
+                     extractors: dict | None = None,
                      n_jobs: int | None = -1, cache_dir=None,
                      backend: str = "loky", scheduler: str | None = None,
                      progress: bool = True, retry_failed: bool = False):
@@ -47,11 +120,16 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
         files are listed in ``failures.csv`` (stage ``manifest``).
     out_dir : path
         Receives ``audio_features.csv`` and/or ``video_features.csv`` (with
-        the frame-level face features in ``face_frames.parquet``, and one row
-        per sampled frame in ``face_detections.csv``: clip_id, frame, time_s,
-        status ``detected``/``whole``/``none``, the face box ``x, y, width,
-        height`` in frame pixels, and whether the crop was eye-aligned), and
-        ``failures.csv``.
+        the frame-level features in ``audio_frames.parquet`` /
+        ``face_frames.parquet``, and one row per sampled frame in
+        ``face_detections.csv``: clip_id, frame, time_s, status
+        ``detected``/``whole``/``none``, the face box ``x, y, width, height``
+        in frame pixels, and whether the crop was eye-aligned),
+        ``failures.csv`` and ``features.json`` (the provenance: see the module
+        docstring). A modality no clip yielded features for writes no table
+        (``features.json`` says so). The run owns these names in ``out_dir``:
+        those it did not write this time are removed, so no stale table of an
+        earlier run is joined in later.
     modalities : "auto" or sequence of {"audio", "face"}
         Which tables to write; ``"auto"``: audio when a clip has sound, face
         when a clip has video.
@@ -66,6 +144,9 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
     vggface_weights : path or None
         keras-vggface ResNet-50 weights for the ``vggface`` encoder (default
         ``$MER_VGGFACE_WEIGHTS``).
+    extractors : dict or None
+        Modality → extractor to use instead of building one from the options
+        above (scoring passes those rebuilt from a model's recorded settings).
     n_jobs, cache_dir, backend, scheduler, progress, retry_failed
         See :func:`mer_pipeline.parallel.map_clips`. The cache defaults to
         ``<out_dir>/.cache`` (or ``$MER_CACHE_DIR``).
@@ -73,62 +154,103 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
     Returns
     -------
     written : list of Path
-        The tables written.
+        The files written.
     run : RunResult
-        Failures and how many clips were computed or cached.
-    """
-    from .audio import AudioFeatureExtractor, resolve_set
-    from .parallel import default_cache_dir, map_clips, split_scan, write_failures
+        Failures, how many clips were computed or cached, ``values`` as
+        modality → clip_id → :class:`~mer_pipeline._schema.ClipFeatures`, and
+        per modality (``run.modalities``) the extractor's record: its settings,
+        how many clips were tried and how many yielded features.
 
+    Raises
+    ------
+    ParameterError
+        If the manifest holds no clip (nothing in ``out_dir`` is touched), or a
+        modality or setting is unknown.
+    """
+    from .parallel import RunResult, default_cache_dir, map_clips, split_scan, write_failures
+
+    scan = manifest
     manifest, scan_failures = split_scan(manifest)
-    if isinstance(modalities, str) and modalities == "auto":
-        modalities = [m for m, col in (("audio", "audio_path"), ("face", "video_path"))
-                      if col in manifest.columns and (manifest[col] != "").any()] or ["audio"]
-    if not modalities:
-        raise ParameterError(f"no modality asked for; available: {', '.join(MODALITIES)}")
-    unknown = [m for m in modalities if m not in MODALITIES]
-    if unknown:
-        raise ParameterError(f"unknown modality {unknown[0]!r}; available: {', '.join(MODALITIES)}")
-    resolve_set(audio_set)  # fail early on a bad name
+    if len(manifest) == 0:
+        where = "; ".join(scan_failures["path"].head(3)) if len(scan_failures) else ""
+        raise ParameterError("no clips found" + (f" (unparsed: {where})" if where else "")
+                             + f"; nothing written to {out_dir}")
+    if extractors is None:
+        if isinstance(modalities, str) and modalities == "auto":
+            modalities = [m for m in MODALITIES
+                          if PATH_COLUMNS[m] in manifest.columns
+                          and (manifest[PATH_COLUMNS[m]] != "").any()] or ["audio"]
+        if not modalities:
+            raise ParameterError(f"no modality asked for; available: {', '.join(MODALITIES)}")
+        unknown = [m for m in modalities if m not in MODALITIES]
+        if unknown:
+            raise ParameterError(f"unknown modality {unknown[0]!r}; "
+                                 f"available: {', '.join(MODALITIES)}")
+        extractors = {m: make_extractor(m, audio_set=audio_set, face_encoders=face_encoders,
+                                        fps=fps, vggface_weights=vggface_weights)
+                      for m in MODALITIES if m in modalities}
+    for task in extractors.values():  # fail early: unknown sets or encoders, missing weights
+        task.params()
+        getattr(task, "build_encoders", lambda: None)()
     out = Path(out_dir).resolve()
+    if out.exists() and not out.is_dir():
+        raise ParameterError(f"--out {out_dir} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
     cache = default_cache_dir(out) if cache_dir is None else cache_dir
-    written, runs = [], []
     kw = dict(cache_dir=cache, n_jobs=n_jobs, backend=backend, scheduler=scheduler,
               progress=progress, retry_failed=retry_failed)
+    written: list[Path] = []
+    total = RunResult(values={}, failures=pd.DataFrame())
+    failures = [scan_failures]
+    record: dict = {}
+    for modality, task in extractors.items():
+        path_col = PATH_COLUMNS[modality]
+        subset = manifest[manifest[path_col] != ""] if path_col in manifest.columns \
+            else manifest.iloc[:0]
+        run = map_clips(task, subset, desc=f"{modality} features", **kw)
+        total.values[modality] = run.values
+        total.n_computed += run.n_computed
+        total.n_cached += run.n_cached
+        failures.append(run.failures)
+        table = _to_table(run.values, manifest)
+        n_ok = int(table[feature_columns(table)].notna().any(axis=1).sum()) if len(table) else 0
+        entry = {"extractor": task.name, "version": str(task.version), "params": task.params(),
+                 "clips": int(len(subset)), "clips_with_features": n_ok}
+        total.modalities[modality] = entry
+        if not len(table):  # no clip yielded a row: no table, later steps see no such modality
+            record[modality] = {**entry, "table": None}
+            continue
+        name = _schema.TABLES[modality]
+        with atomic_path(out / name) as tmp:
+            table.to_csv(tmp, float_format="%.7g")
+        written.append(out / name)
+        frames = _write_frames(run.values, out / _schema.FRAME_TABLES[modality], modality)
+        written.append(frames)
+        files = {"table": name, "frames": frames.name}
+        if modality == "face":
+            written.append(_write_detections(run.values, out / _schema.DETECTION_TABLE))
+            files["detections"] = _schema.DETECTION_TABLE
+        record[modality] = {**entry, **files}
+    total.failures = pd.concat([f for f in failures if len(f)] or [failures[0]],
+                               ignore_index=True)
+    written.append(write_failures(total.failures, out / _schema.FAILURES_TABLE))
+    for name in OUTPUT_FILES:  # the run owns these names: drop what it did not write now
+        stale = out / name
+        if stale.is_file() and stale not in written and name != _schema.PROVENANCE_FILE:
+            stale.unlink()
+    summary = scan.summary() if hasattr(scan, "summary") else {"clips": int(len(manifest))}
+    provenance = {"format": PROVENANCE_FORMAT, "mer_pipeline": __version__,
+                  "modalities": record, "corpus": summary,
+                  "files": sorted(p.name for p in written) + [_schema.PROVENANCE_FILE]}
+    written.append(write_json(out / _schema.PROVENANCE_FILE, provenance))
+    return written, total
 
-    def run_modality(task, path_col, desc, table_name, frame_name, prefix):
-        run = map_clips(task, manifest[manifest[path_col] != ""], desc=desc, **kw)
-        _to_table(run.values, manifest).to_csv(out / table_name, float_format="%.7g")
-        written.extend([out / table_name, _write_frames(run.values, out / frame_name, prefix)])
-        runs.append(run)
 
-    if "audio" in modalities:
-        run_modality(AudioFeatureExtractor(audio_set), "audio_path", "audio features",
-                     AUDIO_TABLE, AUDIO_FRAME_TABLE, "audio__lld_")
-    if "face" in modalities:
-        from .face import FaceFeatureExtractor
-
-        task = FaceFeatureExtractor(face_encoders, fps=fps,
-                                    vggface_weights=None if vggface_weights is None
-                                    else str(vggface_weights))
-        task.build_encoders()  # fail early on an unknown encoder or missing weights
-        run_modality(task, "video_path", "face features", VIDEO_TABLE, FRAME_TABLE, "face__")
-        written.append(_write_detections(runs[-1].values, out / DETECTION_TABLE))
-    run = runs[0]
-    for other in runs[1:]:
-        run.values = {**run.values, **other.values}
-        run.n_computed += other.n_computed
-        run.n_cached += other.n_cached
-    run.failures = pd.concat([scan_failures] + [r.failures for r in runs], ignore_index=True)
-    write_failures(run.failures, out / "failures.csv")
-    return written, run
-
-
-def _write_frames(values: dict, path: Path, prefix: str) -> Path:
+def _write_frames(values: dict, path: Path, modality: str) -> Path:
     """Frame-level features of a run's values, long format: clip_id, frame, then features."""
-    items = [(clip_id, v[2]["frame"], v[2]["features"], [f"{prefix}{n}" for n in v[2]["names"]])
-             for clip_id, v in values.items() if len(v) > 2 and v[2] is not None]
+    items = [(clip_id, v.frames.frame, v.frames.features,
+              [_schema.column(modality, n) for n in v.frames.names])
+             for clip_id, v in values.items() if v.frames is not None]
     return _frames_to_parquet(items, path)
 
 
@@ -136,11 +258,12 @@ def _write_detections(values: dict, path: Path) -> Path:
     """The face stage's per-frame records, one CSV row per sampled frame."""
     columns = ["clip_id", "frame", "time_s", "status", "x", "y", "width", "height", "aligned"]
     rows = [{"clip_id": clip_id, **record} for clip_id, v in values.items()
-            if len(v) > 3 for record in v[3]]
+            for record in (v.records or ())]
     table = pd.DataFrame(rows, columns=columns)
     for col in ("x", "y", "width", "height"):
         table[col] = table[col].astype("Int64")
-    table.to_csv(path, index=False, float_format="%.4g")
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.4g")
     return path
 
 
@@ -154,7 +277,8 @@ def _frames_to_parquet(items, path: Path) -> Path:
         parts.append(part)
     table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
         columns=["clip_id", "frame"])
-    table.to_parquet(path, index=False)
+    with atomic_path(path) as tmp:
+        table.to_parquet(tmp, index=False)
     return path
 
 
@@ -163,19 +287,20 @@ def _to_table(values: dict, manifest: pd.DataFrame) -> pd.DataFrame:
     if not ids:
         table = pd.DataFrame(index=pd.Index([], name="clip_id"))
     else:
-        names = values[ids[0]][1]
-        if all(values[i][1] == names for i in ids):
-            data = np.vstack([values[i][0] for i in ids])
+        names = values[ids[0]].names
+        if all(values[i].names == names for i in ids):
+            data = np.vstack([values[i].values for i in ids])
             table = pd.DataFrame(data, index=pd.Index(ids, name="clip_id"), columns=list(names))
         else:  # different columns (should not happen): align by name
-            table = pd.DataFrame({i: pd.Series(v[0], index=v[1]) for i, v in values.items()}).T
+            table = pd.DataFrame({i: v.row for i, v in values.items()}).T
             table.index.name = "clip_id"
     meta = manifest.reindex(table.index)[[c for c in META_COLUMNS if c in manifest.columns]]
     return meta.join(table)
 
 
 def write_features(table: pd.DataFrame, out_dir: str | os.PathLike, *,
-                   frame_names: dict | None = None) -> list[Path]:
+                   frame_names: dict | None = None, provenance: dict | None = None
+                   ) -> list[Path]:
     """Write a (joined) feature table as a features folder, the way ``mer features`` does.
 
     The inverse of :func:`load_features`: ``audio__`` columns go to
@@ -192,6 +317,10 @@ def write_features(table: pd.DataFrame, out_dir: str | os.PathLike, *,
     out_dir : path
     frame_names : dict or None
         Sequence column → names of its frame features (default ``f000``, …).
+    provenance : dict or None
+        The extraction record to write as ``features.json`` (its
+        ``modalities`` entries are kept for the modalities written); default
+        ``table.attrs["provenance"]`` when the table has one.
 
     Returns
     -------
@@ -200,24 +329,28 @@ def write_features(table: pd.DataFrame, out_dir: str | os.PathLike, *,
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    bookkeeping = ["face_n_frames", "face_fraction"]
-    skip = set(META_COLUMNS) | set(SEQUENCE_COLUMNS.values()) | set(bookkeeping)
+    skip = set(META_COLUMNS)
     # metadata first, then other non-feature columns (e.g. a benchmark's face_subject)
     meta = ([c for c in META_COLUMNS if c in table.columns]
-            + [c for c in table.columns if "__" not in str(c) and c not in skip])
+            + [c for c in _schema.non_feature_columns(table) if c not in skip])
     written = []
-    for modality, name, extra in (("audio", AUDIO_TABLE, []),
-                                  ("face", VIDEO_TABLE, bookkeeping)):
-        cols = [c for c in table.columns if str(c).startswith(f"{modality}__")]
+    provenance = provenance if provenance is not None else table.attrs.get("provenance")
+    record = {}
+    for modality in MODALITIES:
+        cols = feature_columns(table, modality)
         if not cols:
             continue
         rows = table[cols].notna().any(axis=1)
-        keep = meta + cols + [c for c in extra if c in table.columns]
-        table.loc[rows, keep].rename_axis("clip_id").to_csv(out / name, float_format="%.7g")
+        extra = [c for c in _schema.BOOKKEEPING_COLUMNS[modality] if c in table.columns]
+        name = _schema.TABLES[modality]
+        with atomic_path(out / name) as tmp:
+            table.loc[rows, meta + cols + extra].rename_axis("clip_id").to_csv(
+                tmp, float_format="%.7g")
         written.append(out / name)
+        files = {"table": name}
         seq_col = SEQUENCE_COLUMNS[modality]
         if seq_col in table.columns:
-            path = out / (AUDIO_FRAME_TABLE if modality == "audio" else FRAME_TABLE)
+            path = out / _schema.FRAME_TABLES[modality]
             items = []
             for clip_id, seq in table.loc[rows, seq_col].items():
                 if seq is None or not len(seq):
@@ -225,15 +358,87 @@ def write_features(table: pd.DataFrame, out_dir: str | os.PathLike, *,
                 names = (frame_names or {}).get(seq_col) or [
                     f"f{i:03d}" for i in range(seq.shape[1])]
                 items.append((clip_id, np.arange(len(seq), dtype=np.int32),
-                              np.asarray(seq, np.float32), [f"{modality}__{n}" for n in names]))
+                              np.asarray(seq, np.float32),
+                              [_schema.column(modality, n) for n in names]))
             if items:
                 written.append(_frames_to_parquet(items, path))
+                files["frames"] = path.name
+        known = ((provenance or {}).get("modalities") or {}).get(modality) or {}
+        record[modality] = {**known, **files, "clips_with_features": int(rows.sum())}
+    if provenance is not None:
+        data = {**provenance, "modalities": record,
+                "files": sorted(p.name for p in written) + [_schema.PROVENANCE_FILE]}
+        written.append(write_json(out / _schema.PROVENANCE_FILE, data))
     return written
 
 
-def feature_columns(table: pd.DataFrame, prefix: str | None = None) -> list[str]:
-    """Feature columns of a table (those with a ``<modality>__`` prefix)."""
-    return [c for c in table.columns if "__" in c and (prefix is None or c.startswith(prefix))]
+def read_provenance(path: str | os.PathLike) -> dict | None:
+    """The ``features.json`` of a features folder (or of the folder of a feature CSV).
+
+    Returns ``None`` where there is none (a folder from an older version, a
+    table built by hand).
+
+    Raises
+    ------
+    FeatureTableError
+        If the file exists but is not valid JSON.
+    """
+    path = Path(path)
+    record = (path if path.is_dir() else path.parent) / _schema.PROVENANCE_FILE
+    if not record.is_file():
+        return None
+    try:
+        data = json.loads(record.read_text())
+    except json.JSONDecodeError as exc:
+        raise FeatureTableError(f"{record} is not valid JSON ({exc})") from None
+    if not path.is_dir():  # one table: only its own modality's record applies
+        mods = {m: e for m, e in (data.get("modalities") or {}).items()
+                if e.get("table") == path.name}
+        if not mods:
+            return None
+        data = {**data, "modalities": mods}
+    return data
+
+
+def check_provenance(model: dict | None, features: dict | None, *, source: str) -> None:
+    """Refuse features extracted with other settings than a model's.
+
+    Parameters
+    ----------
+    model : dict or None
+        The model's record (its metadata's ``provenance``).
+    features : dict or None
+        The record of the features to score (``features.json``).
+    source : str
+        Named in the message (the folder or file).
+
+    Raises
+    ------
+    FeatureTableError
+        If a modality both records was extracted with other settings, naming
+        each setting and both values.
+    """
+    if not model or not features:
+        return
+    for modality, entry in (features.get("modalities") or {}).items():
+        want = ((model.get("modalities") or {}).get(modality) or {})
+        if not want or not entry.get("table"):
+            continue
+        ours, theirs = want.get("params") or {}, entry.get("params") or {}
+        version = (want.get("extractor"), str(want.get("version")))
+        if version != (entry.get("extractor"), str(entry.get("version"))):
+            raise FeatureTableError(
+                f"{source}: its {modality} features come from extractor {entry.get('extractor')} "
+                f"version {entry.get('version')}, the model's from {version[0]} version "
+                f"{version[1]}; re-extract them (or score the media directly)")
+        keys = [k for k in dict.fromkeys([*ours, *theirs]) if ours.get(k) != theirs.get(k)]
+        if keys:
+            said = "; ".join(f"{k}={theirs.get(k)!r} there, {k}={ours.get(k)!r} for the model"
+                             for k in keys)
+            raise FeatureTableError(
+                f"{source}: its {modality} features were extracted with other settings than "
+                f"the model's ({said}); re-extract them with the model's settings, or score "
+                "the media directly (mer score extracts with the model's settings)")
 
 
 def load_features(path: str | os.PathLike, *, required_meta=("emotion",),
@@ -241,7 +446,11 @@ def load_features(path: str | os.PathLike, *, required_meta=("emotion",),
     """Read a feature table: a CSV, or a folder written by ``mer features``.
 
     A folder's ``audio_features.csv`` and ``video_features.csv`` are joined on
-    ``clip_id`` when both exist (a clip missing from one has NaN there).
+    ``clip_id`` when both exist (a clip missing from one has NaN there). Where
+    the folder has a ``features.json``, only the tables it lists are read
+    (a file left by another run is never joined in); a table whose feature
+    values are all missing counts as absent. The provenance record is
+    attached as ``table.attrs["provenance"]`` (``None`` where there is none).
 
     Parameters
     ----------
@@ -264,26 +473,52 @@ def load_features(path: str | os.PathLike, *, required_meta=("emotion",),
         a required metadata column.
     """
     path = Path(path)
+    provenance = read_provenance(path)
     if path.is_dir():
-        tables = [path / name for name in (AUDIO_TABLE, VIDEO_TABLE) if (path / name).is_file()]
+        if provenance is not None:
+            listed = [e.get("table") for e in (provenance.get("modalities") or {}).values()]
+            tables = [path / t for t in listed if t and (path / t).is_file()]
+            if not tables:
+                tried = ", ".join(f"{m}: {e.get('clips_with_features', 0)} of "
+                                  f"{e.get('clips', 0)} clips"
+                                  for m, e in (provenance.get("modalities") or {}).items())
+                raise FeatureTableError(f"no feature table in {path}: no clip yielded features "
+                                        f"({tried}); see {path / _schema.FAILURES_TABLE}")
+        else:
+            tables = [path / name for name in (AUDIO_TABLE, VIDEO_TABLE)
+                      if (path / name).is_file()]
         if not tables:
             raise FeatureTableError(f"no feature table in {path} (run `mer features` first)")
-        if len(tables) == 1:
-            return load_features(tables[0], required_meta=required_meta, sequences=sequences)
-        audio = load_features(tables[0], required_meta=required_meta, sequences=sequences)
-        video = load_features(tables[1], required_meta=required_meta, sequences=sequences)
-        extra = [c for c in video.columns if c not in audio.columns]
-        joined = audio.join(video[extra], how="outer")
-        skip = set(feature_columns(audio)) | set(SEQUENCE_COLUMNS.values())
-        meta = [c for c in audio.columns if c not in skip]
-        joined[meta] = joined[meta].fillna(video[meta].reindex(joined.index))
-        for col in SEQUENCE_COLUMNS.values():  # a clip absent from one table: None, not NaN
-            if col in joined.columns:
-                joined[col] = pd.Series([v if isinstance(v, np.ndarray) else None
-                                         for v in joined[col]], index=joined.index, dtype=object)
+        loaded = [_load_table(t, required_meta, sequences, empty_ok=len(tables) > 1)
+                  for t in tables]
+        loaded = [t for t in loaded if t is not None]
+        if not loaded:
+            raise FeatureTableError(f"{path}: every feature table is empty or all missing")
+        joined = loaded[0] if len(loaded) == 1 else _join(*loaded)
+        joined.attrs["provenance"] = provenance
         return joined
     if not path.is_file():
         raise FeatureTableError(f"no feature table at {path} (run `mer features` first)")
+    table = _load_table(path, required_meta, sequences, empty_ok=False)
+    table.attrs["provenance"] = provenance
+    return table
+
+
+def _join(audio: pd.DataFrame, video: pd.DataFrame) -> pd.DataFrame:
+    extra = [c for c in video.columns if c not in audio.columns]
+    joined = audio.join(video[extra], how="outer")
+    skip = set(feature_columns(audio)) | set(SEQUENCE_COLUMNS.values())
+    meta = [c for c in audio.columns if c not in skip]
+    joined[meta] = joined[meta].fillna(video[meta].reindex(joined.index))
+    for col in SEQUENCE_COLUMNS.values():  # a clip absent from one table: None, not NaN
+        if col in joined.columns:
+            joined[col] = pd.Series([v if isinstance(v, np.ndarray) else None
+                                     for v in joined[col]], index=joined.index, dtype=object)
+    return joined
+
+
+def _load_table(path: Path, required_meta, sequences: bool, *, empty_ok: bool):
+    """One feature CSV, checked; ``None`` when ``empty_ok`` and it has no usable feature."""
     table = pd.read_csv(path, dtype={c: str for c in META_COLUMNS + ["clip_id"]},
                         keep_default_na=False, na_values={})
     if "clip_id" not in table.columns:
@@ -294,15 +529,22 @@ def load_features(path: str | os.PathLike, *, required_meta=("emotion",),
         raise FeatureTableError(f"{path}: missing column(s) {', '.join(missing)}")
     cols = feature_columns(table)
     if not cols:
+        if empty_ok:
+            return None
         raise FeatureTableError(f"{path}: no feature columns (named <modality>__<feature>)")
     table[cols] = table[cols].apply(pd.to_numeric, errors="coerce")
     table = table.copy()  # one block per dtype again (the assignment fragments it)
+    if not table[cols].notna().any(axis=None):
+        if empty_ok:
+            return None
+        raise FeatureTableError(f"{path}: every feature value is missing "
+                                f"({len(table)} clips); see the failures of that run")
     if sequences:
-        frames = {AUDIO_TABLE: (AUDIO_FRAME_TABLE, "audio"),
-                  VIDEO_TABLE: (FRAME_TABLE, "face")}.get(path.name)
-        if frames and (path.parent / frames[0]).is_file():
-            seq = read_sequences(path.parent / frames[0], table.index)
-            table = table.assign(**{SEQUENCE_COLUMNS[frames[1]]: seq})
+        for modality, name in _schema.TABLES.items():
+            frames = path.parent / _schema.FRAME_TABLES[modality]
+            if path.name == name and frames.is_file():
+                seq = read_sequences(frames, table.index)
+                table = table.assign(**{SEQUENCE_COLUMNS[modality]: seq})
     return table
 
 
@@ -327,7 +569,7 @@ def read_sequences(path: str | os.PathLike, clip_ids=None) -> pd.Series:
     frame = pd.read_parquet(path)
     if "clip_id" not in frame.columns:
         raise FeatureTableError(f"{path}: no clip_id column")
-    names = [c for c in frame.columns if "__" in c]
+    names = feature_columns(frame)
     frame = frame.sort_values(["clip_id", "frame"], kind="stable")
     values = frame[names].to_numpy(dtype=np.float32)
     ids = frame["clip_id"].astype(str).to_numpy()
@@ -336,5 +578,5 @@ def read_sequences(path: str | os.PathLike, clip_ids=None) -> pd.Series:
     arrays = {ids[a]: values[a:b] for a, b in zip(starts, ends)}
     index = pd.Index(list(arrays) if clip_ids is None else list(clip_ids), name="clip_id")
     series = pd.Series([arrays.get(i) for i in index], index=index, dtype=object)
-    series.attrs["names"] = [n.split("__", 1)[1] for n in names]
+    series.attrs["names"] = [_schema.strip_modality(n) for n in names]
     return series

@@ -87,12 +87,16 @@ class RunResult:
         Columns ``clip_id``, ``path``, ``stage``, ``error``.
     n_computed, n_cached : int
         How many clips were computed now and how many came from the cache.
+    modalities : dict
+        Filled by :func:`mer_pipeline.features.extract_features`: per modality,
+        its extractor's record and how many clips yielded features.
     """
 
     values: dict
     failures: pd.DataFrame
     n_computed: int = 0
     n_cached: int = 0
+    modalities: dict = field(default_factory=dict)
 
 
 def file_sha256(path, *, chunk: int = 1 << 20) -> str:
@@ -272,7 +276,9 @@ def split_scan(data) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def write_failures(failures: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write ``failures.csv`` (always, possibly with a header only)."""
+    from ._io import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    failures.reindex(columns=FAILURE_COLUMNS).to_csv(path, index=False)
+    with atomic_path(path) as tmp:
+        failures.reindex(columns=FAILURE_COLUMNS).to_csv(tmp, index=False)
     return path

@@ -3,8 +3,10 @@
 A model is saved as two files: ``model.joblib`` (the fitted estimator) and
 ``model.joblib.json`` beside it (the metadata: package and library versions,
 feature columns, classes, a summary of the training corpus including the
-actors it saw, cross-validated metrics, and the SHA-256 of the ``.joblib``
-file).
+actors it saw, how its features were extracted (``provenance``: each
+extractor's name, version and settings, from the features folder's
+``features.json``), cross-validated metrics, and the SHA-256 of the
+``.joblib`` file). Training itself is :func:`mer_pipeline.workflows.train_and_save`.
 
 Loading a joblib file runs code from it, so :func:`load_model` checks the
 artifact's SHA-256 against its metadata *before* unpickling and refuses a
@@ -18,19 +20,20 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 from pathlib import Path
 
 import joblib
 import numpy as np
 import pandas as pd
 
+from . import _schema
+from ._io import atomic_path, write_json
 from ._version import __version__
 from .exceptions import MerError
 
 __all__ = ["ArtifactError", "save_model", "load_model", "read_metadata"]
 
-FORMAT = 1
+FORMAT = 2  # 2: provenance (how the features were extracted)
 
 
 class ArtifactError(MerError):
@@ -71,15 +74,27 @@ def _training_summary(table: pd.DataFrame | None) -> dict:
     for col in ("face_subject",):  # e.g. the paired benchmark's face subjects
         if col in table.columns:
             out[f"{col}s"] = sorted(str(g) for g in table[col].unique() if g)
-    for m in ("audio", "face"):
-        cols = [c for c in table.columns if str(c).startswith(f"{m}__")]
-        if cols:
-            out[f"clips_with_{m}"] = int(table[cols].notna().any(axis=1).sum())
+    for m in _schema.table_modalities(table):
+        cols = _schema.feature_columns(table, m)
+        out[f"clips_with_{m}"] = int(table[cols].notna().any(axis=1).sum())
     return out
 
 
+def _model_provenance(provenance: dict | None, modalities) -> dict | None:
+    """The part of a features folder's record a model keeps: how each of its
+    modalities' features were extracted."""
+    if not provenance:
+        return None
+    keep = ("extractor", "version", "params")
+    mods = {m: {k: e[k] for k in keep if k in e}
+            for m, e in (provenance.get("modalities") or {}).items() if m in modalities}
+    return {"mer_pipeline": provenance.get("mer_pipeline"), "modalities": mods,
+            "corpus": provenance.get("corpus")}
+
+
 def save_model(model, path: str | os.PathLike, *, training_table: pd.DataFrame | None = None,
-               cv_metrics: dict | None = None, extra: dict | None = None) -> Path:
+               cv_metrics: dict | None = None, provenance: dict | None = None,
+               extra: dict | None = None) -> Path:
     """Write a fitted model and its metadata.
 
     Parameters
@@ -92,6 +107,11 @@ def save_model(model, path: str | os.PathLike, *, training_table: pd.DataFrame |
         The feature table the model was fit on (for the corpus summary).
     cv_metrics : dict or None
         Cross-validated figures to keep with the model.
+    provenance : dict or None
+        How the training features were extracted (a features folder's
+        ``features.json``, :func:`mer_pipeline.features.read_provenance`);
+        default: ``training_table.attrs["provenance"]``. Scoring rebuilds the
+        extractors from it and refuses features extracted otherwise.
     extra : dict or None
         More metadata (e.g. the feature set name).
 
@@ -101,16 +121,17 @@ def save_model(model, path: str | os.PathLike, *, training_table: pd.DataFrame |
         The ``.joblib`` path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
-    os.close(fd)
-    try:
+    if path.is_dir():
+        from .exceptions import ParameterError
+
+        raise ParameterError(f"{path} is a folder; give the model file (e.g. {path}/model.joblib)")
+    with atomic_path(path) as tmp:
         joblib.dump(model, tmp, compress=3)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     names = getattr(model, "feature_names_in_", None)
+    if provenance is None and training_table is not None:
+        provenance = training_table.attrs.get("provenance")
+    modalities = list(getattr(model, "modalities_", []) or _schema.table_modalities(
+        [] if names is None else names))
     meta = {
         "format": FORMAT,
         "artifact": path.name,
@@ -119,19 +140,18 @@ def save_model(model, path: str | os.PathLike, *, training_table: pd.DataFrame |
         "estimator": type(model).__name__,
         "params": {k: v for k, v in model.get_params(deep=True).items()
                    if isinstance(v, (str, int, float, bool)) or v is None},
-        "modalities": list(getattr(model, "modalities_", []) or sorted(
-            {str(n).split("__", 1)[0] for n in (names if names is not None else [])
-             if "__" in str(n)})),
+        "modalities": modalities,
         "frame_sequences": sorted(m for m, used in getattr(model, "sequences_", {}).items()
                                   if used),
         "classes": [str(c) for c in model.classes_],
         "feature_columns": [str(n) for n in names] if names is not None else None,
         "n_features": int(getattr(model, "n_features_in_", 0)),
         "training": _training_summary(training_table),
+        "provenance": _model_provenance(provenance, modalities),
         "cv_metrics": cv_metrics,
         **(extra or {}),
     }
-    Path(str(path) + ".json").write_text(json.dumps(meta, indent=2, default=str))
+    write_json(str(path) + ".json", meta)
     return path
 
 
@@ -193,55 +213,3 @@ def load_model(path: str | os.PathLike, *, trust: bool = False):
     except Exception as exc:  # noqa: BLE001 - a damaged artifact under trust=True
         raise ArtifactError(f"cannot load {path}: {type(exc).__name__}: {exc}") from None
     return model, meta
-
-
-def train_and_save(features, out: str | os.PathLike, *, model: str | None = None,
-                   fusion: str = "auto", cv_folds: int | None = 5, seed: int = 0,
-                   n_jobs: int | None = None, **params):
-    """Fit the package's classifier on a feature table and save it.
-
-    With audio and face features the classifier is
-    :class:`~mer_pipeline.fusion.MultimodalEmotionClassifier` (``late``
-    fusion unless ``fusion`` says otherwise), otherwise
-    :class:`~mer_pipeline.ensemble.EmotionClassifier`
-    (:func:`mer_pipeline.fusion.build_estimator` decides).
-
-    Parameters
-    ----------
-    features : path or pandas.DataFrame
-        A features folder / CSV written by ``mer features``, or the table.
-    out : path
-        The ``.joblib`` artifact (metadata beside it).
-    model : str or None
-        ``EmotionClassifier(model=...)``; ``None`` for its default.
-    fusion : {"auto", "none", "late", "concat", "gated", "cross_attention"}
-    cv_folds : int or None
-        Run actor-grouped CV first and keep its figures in the metadata
-        (``None`` or 0 skips it).
-    seed : int
-    n_jobs : int or None
-        Folds fitted in parallel.
-    **params
-        More hyper-parameters of the estimator.
-
-    Returns
-    -------
-    model : EmotionClassifier or MultimodalEmotionClassifier
-    metadata : dict
-    """
-    from .evaluation import cross_validate_model
-    from .features import load_features
-    from .fusion import build_estimator
-
-    table = features if isinstance(features, pd.DataFrame) else load_features(features)
-    table = table[table["emotion"].astype(str) != ""]
-    estimator = build_estimator(table, fusion=fusion, model=model, random_state=seed, **params)
-    cv = None
-    if cv_folds:
-        result = cross_validate_model(estimator, table, table["emotion"],
-                                      groups=table["group"], protocol="actor", folds=cv_folds,
-                                      seed=seed, n_jobs=n_jobs)
-        cv = {k: v for k, v in result.to_dict().items() if k != "model"}
-    estimator.fit(table, table["emotion"])
-    path = save_model(estimator, out, training_table=table, cv_metrics=cv)
-    return estimator, read_metadata(path)

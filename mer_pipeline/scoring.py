@@ -1,39 +1,36 @@
-"""Scoring with a trained model: feature CSVs or media files in, one row per clip out."""
+"""Predictions of a trained model for a feature table: pure functions.
+
+Scoring files and folders (feature tables or media) is
+:func:`mer_pipeline.workflows.score_inputs`.
+"""
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from . import _schema
+from ._schema import META_COLUMNS, SEQUENCE_COLUMNS, feature_columns
 from .exceptions import FeatureTableError
-from .features import META_COLUMNS, SEQUENCE_COLUMNS, feature_columns, load_features
 
-__all__ = ["align_features", "predict_table", "score_inputs", "feature_set_of", "face_encoders_of",
-           "modalities_used"]
+__all__ = ["align_features", "predict_table", "feature_set_of", "face_encoders_of",
+           "modalities_used", "is_feature_input"]
 
 
 def feature_set_of(columns) -> str:
-    """The audio feature set a model's columns come from (``egemaps+compare+...``)."""
-    parts = []
-    for col in columns:
-        if str(col).startswith("audio__"):
-            part = str(col)[len("audio__"):].split("_", 1)[0]
-            if part not in parts:
-                parts.append(part)
-    return "+".join(parts)
-
-
-_ENCODER_PREFIX = {"expression": "face__expr_", "landmarks": "face__lmk_", "vggface": "face__vgg_"}
+    """The audio feature set of a model's columns (``egemaps+compare+librosa``), read from
+    the names: for models that record no extraction settings."""
+    return "+".join(_schema.feature_sets(columns, "audio"))
 
 
 def face_encoders_of(columns) -> list[str]:
-    """The face encoders a model's columns come from (``["expression", "landmarks"]``)."""
-    return [enc for enc, prefix in _ENCODER_PREFIX.items()
-            if any(str(c).startswith(prefix) for c in columns)]
+    """The face encoders of a model's columns (``["expression", "landmarks"]``), read from
+    the names: for models that record no extraction settings."""
+    from .face.encoders import encoders_with_prefixes
+
+    return encoders_with_prefixes(_schema.feature_sets(columns, "face"))
 
 
 def align_features(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -48,6 +45,19 @@ def align_features(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """
     have = set(table.columns)
     missing = [c for c in columns if c not in have]
+    absent = [m for m in _schema.table_modalities(columns)
+              if not feature_columns(table, m) and len(_schema.table_modalities(columns)) > 1]
+    if absent:  # a whole modality missing: the clips lack it (predicted from what they have)
+        warnings.warn(f"the input has no {' or '.join(absent)} features: each clip is "
+                      f"predicted from the modalities it has", stacklevel=2)
+        fill = [c for c in missing if _schema.modality_of(c) in absent]
+        parts = [table, pd.DataFrame(np.nan, index=table.index, columns=fill)]
+        for m in absent:  # no frames either
+            if SEQUENCE_COLUMNS.get(m) and SEQUENCE_COLUMNS[m] not in table.columns:
+                parts.append(pd.Series([None] * len(table), index=table.index, dtype=object,
+                                       name=SEQUENCE_COLUMNS[m]))
+        table = pd.concat(parts, axis=1)
+        missing = [c for c in missing if c not in set(fill)]
     if missing:
         shown = ", ".join(missing[:10]) + (f" … ({len(missing)} in all)" if len(missing) > 10
                                            else "")
@@ -104,106 +114,19 @@ def modalities_used(model, X: pd.DataFrame, columns: list[str]) -> np.ndarray:
     """
     if hasattr(model, "modalities_used"):
         return model.modalities_used(X)
-    mods = sorted({c.split("__", 1)[0] for c in columns if "__" in c})
-    have = {m: X[[c for c in columns if c.startswith(f"{m}__")]].notna().any(axis=1).to_numpy()
-            for m in mods}
+    mods = sorted(_schema.table_modalities(columns))
+    have = {m: X[feature_columns(columns, m)].notna().any(axis=1).to_numpy() for m in mods}
     return np.array(["+".join(m for m in mods if have[m][i]) or "none" for i in range(len(X))],
                     dtype=object)
 
 
-def _is_feature_csv(path: Path) -> bool:
+def is_feature_input(path) -> bool:
     """A feature CSV, or a features folder written by ``mer features``."""
-    from .features import AUDIO_TABLE, VIDEO_TABLE
-
+    path = Path(path)
     if path.is_dir():
-        return (path / AUDIO_TABLE).is_file() or (path / VIDEO_TABLE).is_file()
+        return any((path / name).is_file() for name in
+                   (*_schema.TABLES.values(), _schema.PROVENANCE_FILE))
     if path.suffix.lower() != ".csv" or not path.is_file():
         return False
     header = pd.read_csv(path, nrows=0).columns
-    return "clip_id" in header and any("__" in c for c in header)
-
-
-def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLike | None = None,
-                 trust: bool = False, cache_dir=None, n_jobs: int | None = -1,
-                 backend: str = "loky", scheduler: str | None = None, progress: bool = True,
-                 retry_failed: bool = False, vggface_weights: str | None = None):
-    """Score feature CSVs and/or media files and folders with a saved model.
-
-    Parameters
-    ----------
-    model_path : path
-        A model saved by :func:`mer_pipeline.persistence.save_model` (checked
-        by :func:`~mer_pipeline.persistence.load_model`).
-    inputs : sequence of paths
-        Feature CSVs (columns ``clip_id`` and ``<modality>__…``), features
-        folders (``mer features`` output, frame tables included), or media files,
-        folders and listings; media get their features extracted on the way,
-        through the same per-clip cache as ``mer features``. Labels in the file
-        names are kept (column ``emotion``) but not needed.
-    out : path or None
-        Write the predictions CSV here, and ``failures.csv`` beside it.
-    trust : bool
-        Passed to :func:`~mer_pipeline.persistence.load_model`.
-    cache_dir, n_jobs, backend, scheduler, progress, retry_failed
-        See :func:`mer_pipeline.parallel.map_clips`; the cache defaults to
-        ``$MER_CACHE_DIR`` or ``features/.cache``.
-    vggface_weights : path or None
-        For a model trained on ``vggface`` face features (default
-        ``$MER_VGGFACE_WEIGHTS``). The audio set and the face encoders are
-        read from the model's columns.
-
-    Returns
-    -------
-    predictions : pandas.DataFrame
-        One row per clip: ``predicted``, ``proba_<class>`` per class,
-        ``modalities``.
-    failures : pandas.DataFrame
-        Clips that could not be scored, with the stage and reason.
-    """
-    from .config import FEATURES_DIR
-    from .corpus import discover
-    from .features import extract_features
-    from .parallel import FAILURE_COLUMNS, default_cache_dir, write_failures
-    from .persistence import load_model
-
-    model, meta = load_model(model_path, trust=trust)
-    columns = meta.get("feature_columns") or list(model.feature_names_in_)
-    inputs = [Path(p) for p in inputs]
-    tables, failures = [], [pd.DataFrame(columns=FAILURE_COLUMNS)]
-    media = [p for p in inputs if not _is_feature_csv(p)]
-    for path in inputs:
-        if path not in media:
-            tables.append(load_features(path, required_meta=()))
-    if media:
-        scan = discover(media, require_labels=False)
-        cache = cache_dir or default_cache_dir(FEATURES_DIR)
-        modalities = [m for m in ("audio", "face") if any(c.startswith(f"{m}__") for c in columns)]
-        with tempfile.TemporaryDirectory() as tmp:
-            _, run = extract_features(scan, tmp, modalities=modalities,
-                                      audio_set=feature_set_of(columns) or None,
-                                      face_encoders=face_encoders_of(columns) or ("expression",),
-                                      vggface_weights=vggface_weights,
-                                      cache_dir=cache, n_jobs=n_jobs, backend=backend,
-                                      scheduler=scheduler, progress=progress,
-                                      retry_failed=retry_failed)
-            table = load_features(tmp, required_meta=()) if run.values else None
-        if table is not None:
-            tables.append(table)
-        failures.append(run.failures)
-    if not tables:
-        raise FeatureTableError("nothing to score: no clip yielded features "
-                                "(see the failures listed)" if media else "no input given")
-    table = pd.concat(tables)
-    dup = table.index.duplicated()
-    if dup.any():
-        warnings.warn(f"{int(dup.sum())} clip id(s) appear twice; keeping the first",
-                      stacklevel=2)
-        table = table[~dup]
-    predictions = predict_table(model, table, columns)
-    fails = pd.concat(failures, ignore_index=True)
-    if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        predictions.to_csv(out, float_format="%.6f")
-        write_failures(fails, out.parent / "failures.csv")
-    return predictions, fails
+    return "clip_id" in header and bool(feature_columns(header))

@@ -6,6 +6,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
 from sklearn.utils.validation import check_array, check_is_fitted
 
+from ._schema import feature_columns
 from .exceptions import ParameterError
 
 __all__ = ["SpeakerNormalizer", "split_groups", "speaker_rows", "record_features",
@@ -80,7 +81,7 @@ def split_groups(X, group_col: str | None):
         groups = None
         if group_col and group_col in X.columns:
             groups = X[group_col].astype(str).to_numpy()
-        cols = [c for c in X.columns if "__" in str(c)]
+        cols = feature_columns(X)
         if not cols:
             cols = [c for c in X.columns if c != group_col and pd.api.types.is_numeric_dtype(X[c])]
         return _check(X[cols]), groups, [str(c) for c in cols]

@@ -80,7 +80,8 @@ def test_features_table_over_a_mixed_corpus(tmp_path, tone):
     out = tmp_path / "features"
     written, run = extract_features(scan, out, audio_set="egemaps", n_jobs=2, progress=False)
     table = load_features(out)
-    assert written == [out / "audio_features.csv", out / "audio_frames.parquet"]
+    assert written == [out / "audio_features.csv", out / "audio_frames.parquet",
+                       out / "failures.csv", out / "features.json"]
     assert len(table) == 4 and table.index.name == "clip_id"
     # the LLD sequence of each clip rides along: 25 frames per second, 24 descriptors
     seq = table.loc["ravdess_01-03-01-01-01-01", "audio_frames"]

@@ -54,7 +54,9 @@ def test_real_stills_and_sample_clip_all_get_a_face():
     assert faces.status == ["detected"] * 12 and faces.face_fraction == 1.0
     assert faces.crops.shape == (12, 128, 128) and faces.aligned.all()
     # after alignment the eyes sit where ALIGNED_EYES says: locate them again on the crops
-    from mer_pipeline.face import _LEFT_EYE, _RIGHT_EYE, ALIGNED_EYES, _landmarks, _shape_predictor
+    from mer_pipeline.face import ALIGNED_EYES
+    from mer_pipeline.face.crops import _landmarks, _shape_predictor
+    from mer_pipeline.face.geometry import LEFT_EYE as _LEFT_EYE, RIGHT_EYE as _RIGHT_EYE
 
     for crop in faces.crops[::4]:
         pts = _landmarks(_shape_predictor(), crop, 128, 0.15)
@@ -188,7 +190,7 @@ def _turn(points, theta, scale, shift):
 
 
 def test_normalise_landmarks_is_procrustes_to_the_mean_face():
-    from mer_pipeline._mean_face import MEAN_FACE_68
+    from mer_pipeline.face._mean_face import MEAN_FACE_68
     from mer_pipeline.face import normalise_landmarks
 
     # the mean face moved, turned and scaled comes back onto itself
@@ -213,7 +215,7 @@ def test_normalise_landmarks_is_procrustes_to_the_mean_face():
 
 
 def test_mean_shape_recovers_a_shape_from_posed_noisy_copies():
-    from mer_pipeline._mean_face import MEAN_FACE_68
+    from mer_pipeline.face._mean_face import MEAN_FACE_68
     from mer_pipeline.face import mean_shape
 
     rng = np.random.default_rng(1)
@@ -249,7 +251,7 @@ def test_landmarks_on_real_stills():
         assert pts[8, 1] > pts[30, 1] > pts[27, 1]   # chin below nose tip below nose bridge
         assert pts[36:42, 0].mean() < 0 < pts[42:48, 0].mean()
         # aligned to the mean face: a real face lies close to it, in inter-ocular units
-        from mer_pipeline._mean_face import MEAN_FACE_68
+        from mer_pipeline.face._mean_face import MEAN_FACE_68
 
         assert np.abs(pts - MEAN_FACE_68).mean() < 0.15
 
@@ -264,13 +266,20 @@ def test_auto_modalities_extract_face_only_where_there_is_video(tmp_path, mixed_
                                     progress=False)
     assert {p.name for p in written} == {"audio_features.csv", "audio_frames.parquet",
                                          "video_features.csv", "face_frames.parquet",
-                                         "face_detections.csv"}
+                                         "face_detections.csv", "failures.csv", "features.json"}
+    assert run.modalities["face"]["clips"] == 4  # the AV clip, the silent, truncated, empty ones
+    assert run.modalities["face"]["clips_with_features"] == 0  # test patterns have no face
+    video = pd.read_csv(tmp_path / "out" / "video_features.csv").set_index("clip_id")
+    assert video.loc["ravdess_01-03-01-01-01-02", "face_fraction"] == 0
+    det = pd.read_csv(tmp_path / "out" / "face_detections.csv")
+    assert set(det["status"]) == {"none"}
+    # a table whose every feature is missing counts as absent: the folder loads as audio only
     table = load_features(tmp_path / "out", required_meta=())
-    # the AV clip has both; the wav has no video: its face columns are missing, not zero
-    av, wav = table.loc["ravdess_01-03-01-01-01-02"], table.loc["ravdess_01-07-01-01-01-02"]
-    assert np.isfinite(av["audio__egemaps_loudness_sma3_amean"]) and av["face_fraction"] == 0
-    assert np.isnan(wav["face__expr_gap_000_mean"]) and wav["face_frames"] is None
+    assert not [c for c in table.columns if c.startswith("face__")]
+    wav = table.loc["ravdess_01-07-01-01-01-02"]
+    assert np.isfinite(wav["audio__egemaps_loudness_sma3_amean"])
     assert isinstance(wav["audio_frames"], np.ndarray)
     only_audio, _ = extract_features(discover(mixed_corpus / "Actor_02" / "03-01-07-01-01-01-02.wav"),
                                      tmp_path / "o2", audio_set="egemaps", progress=False)
-    assert [p.name for p in only_audio] == ["audio_features.csv", "audio_frames.parquet"]
+    assert [p.name for p in only_audio] == ["audio_features.csv", "audio_frames.parquet",
+                                            "failures.csv", "features.json"]

@@ -126,9 +126,9 @@ def test_cross_attention_attends_over_the_frame_sequences():
     clf = MultimodalEmotionClassifier(fusion="cross_attention", **FAST).fit(train,
                                                                            train["emotion"])
     assert clf.sequences_ == {"audio": True, "face": True}
-    assert clf.frame_dims_["audio"] == 5
+    assert clf.fusion_.frame_dims_["audio"] == 5
     # the face frames are projected to at most frame_components before attention
-    assert clf.frame_dims_["face"] <= 10
+    assert clf.fusion_.frame_dims_["face"] <= 10
     with pytest.raises(FeatureTableError, match="audio_frames"):
         clf.predict(test.drop(columns=["audio_frames"]))
     flat = MultimodalEmotionClassifier(fusion="cross_attention", use_sequences=False,
@@ -166,7 +166,7 @@ def test_design_stacking_inside_concat_and_meta_learners():
         **FAST).fit(train, train["emotion"])
     assert np.mean(stack.predict(test) == test["emotion"]) > 0.8
     # PCA per modality, never more components than the training clips allow
-    assert all(p.n_components_ <= min(300, len(train) - 1) for p in stack.pcas_.values())
+    assert all(p.n_components_ <= min(300, len(train) - 1) for p in stack.fusion_.pca_.pcas_.values())
     for meta in ("svm", "knn", "mlp"):
         clf = MultimodalEmotionClassifier(meta_learner=meta, **FAST).fit(train, train["emotion"])
         assert np.mean(clf.predict(test) == test["emotion"]) > 0.8, meta

@@ -6,8 +6,9 @@ import pytest
 
 from mer_pipeline import FeatureTableError
 from mer_pipeline.cli import main
-from mer_pipeline.persistence import ArtifactError, load_model, save_model, train_and_save
-from mer_pipeline.scoring import align_features, feature_set_of, predict_table, score_inputs
+from mer_pipeline.persistence import ArtifactError, load_model, save_model
+from mer_pipeline.scoring import align_features, feature_set_of, predict_table
+from mer_pipeline.workflows import score_inputs, train_and_save
 
 from .conftest import shared_path
 from .test_models import synthetic_table

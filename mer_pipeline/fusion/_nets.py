@@ -1,14 +1,16 @@
-"""The fusion networks of :class:`~mer_pipeline.fusion.MultimodalEmotionClassifier`.
+"""The fusion networks of :class:`~mer_pipeline.fusion.MultimodalEmotionClassifier`
+and their training loop.
 
 A module of its own so that PyTorch is imported only when a network is asked
 for, and so that a fitted network pickles (its classes live at module level).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["AttentionPool", "FusionNet"]
+__all__ = ["AttentionPool", "FusionNet", "train", "predict_proba"]
 
 
 class AttentionPool(nn.Module):
@@ -112,3 +114,57 @@ class FusionNet(nn.Module):
             a = avail[:, [j]]
             parts += [a * self.vec[j](vecs[j]) + (1 - a) * self.missing[j], a * pooled]
         return self.head(torch.cat(parts, 1))
+
+
+# -- the training loop ---------------------------------------------------------
+def _batch(R, tokens, avail, modalities, idx):
+    vecs = [torch.from_numpy(R[m][idx].astype(np.float32)) for m in modalities]
+    toks = [torch.from_numpy(tokens[m][0][idx]) for m in modalities]
+    masks = [torch.from_numpy(tokens[m][1][idx]) for m in modalities]
+    return vecs, toks, masks, torch.from_numpy(avail[idx].astype(np.float32))
+
+
+def train(net, R, tokens, avail, codes, modalities, *, epochs, batch_size, lr, weight_decay,
+          modality_dropout, seed):
+    """Fit ``net`` with AdamW and a one-cycle schedule, label smoothing 0.1, and
+    modality dropout (one modality of some complete clips hidden per batch)."""
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=epochs * int(np.ceil(len(codes) / batch_size)))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+    y = torch.from_numpy(codes.astype(np.int64))
+    k = len(modalities)
+    net.train()
+    for _ in range(epochs):
+        order = rng.permutation(len(codes))
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
+            vecs, toks, masks, av = _batch(R, tokens, avail, modalities, idx)
+            if k > 1 and modality_dropout > 0:
+                # hide one modality of some clips that have them all
+                full = (av.sum(1) == k).numpy()
+                hide = full & (rng.random(len(idx)) < modality_dropout)
+                which = rng.integers(0, k, len(idx))
+                for j in range(k):
+                    rows = torch.from_numpy(hide & (which == j))
+                    av[rows, j] = 0.0
+                    masks[j][rows] = False
+                    vecs[j][rows] = 0.0
+            loss = loss_fn(net(vecs, toks, masks, av), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    net.eval()
+
+
+def predict_proba(net, R, tokens, avail, modalities, batch_size=256):
+    """Softmax outputs of a fitted ``net``, float64, in batches."""
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(avail), batch_size):
+            idx = np.arange(start, min(start + batch_size, len(avail)))
+            logits = net(*_batch(R, tokens, avail, modalities, idx))
+            out.append(torch.softmax(logits, dim=1).numpy().astype(np.float64))
+    return np.vstack(out) if out else np.zeros((0, 0))

@@ -1,0 +1,170 @@
+"""The per-clip task of the face stage: frames → face crops → encoders → pooled row."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from functools import lru_cache
+
+import numpy as np
+
+from .. import _schema
+from ..config import FACE_ALIGN, FACE_CROP_SIZE, FACE_ENCODERS, FACE_MARGIN, FRAME_RATE
+from ..exceptions import NoFaceError
+from .crops import face_crops
+from .encoders import make_encoder
+
+__all__ = ["FaceFeatureExtractor", "pool_frames"]
+
+
+def pool_frames(features: np.ndarray, names: list[str]) -> dict:
+    """Per-clip statistics of frame features: mean, std, max and mean absolute change.
+
+    A one-frame clip (a still image) has std and change 0.
+    """
+    features = np.asarray(features, dtype=np.float64)
+    out = {}
+    stats = {
+        "mean": features.mean(axis=0),
+        "std": features.std(axis=0),
+        "max": features.max(axis=0),
+        "delta": (np.abs(np.diff(features, axis=0)).mean(axis=0) if len(features) > 1
+                  else np.zeros(features.shape[1])),
+    }
+    for stat, values in stats.items():
+        out.update({f"{n}_{stat}": float(v) for n, v in zip(names, values)})
+    return out
+
+
+@contextmanager
+def _single_threaded_opencv():
+    """OpenCV on one thread for the duration (its thread pool is process-wide)."""
+    import cv2
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
+
+
+@lru_cache(maxsize=8)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of a file, remembered while its size and modification time stay the same."""
+    from ..parallel import file_sha256
+
+    return file_sha256(path)
+
+
+class FaceFeatureExtractor:
+    """Per-clip task: frames at ``fps`` → eye-aligned face crops → encoders → pooled row.
+
+    The value is a :class:`~mer_pipeline._schema.ClipFeatures`: the pooled row
+    (named ``face__<feature>_<stat>``, plus the bookkeeping columns
+    ``face_n_frames`` and ``face_fraction``, which are not features), the
+    frame-level features (for attention pooling learned later) and one record
+    per sampled frame (:meth:`FaceCrops.frame_records`: face found or not, box,
+    aligned or not). A clip with no face in any frame yields a row flagged
+    ``face_fraction = 0`` with NaN features, its frame records, and a failure
+    record.
+
+    Parameters
+    ----------
+    encoders : sequence of str
+        Names in :data:`~mer_pipeline.face.FRAME_ENCODERS`.
+    fps : float
+        Frames sampled per second of video.
+    size : int
+        Side of the face crops.
+    margin : float
+        Margin around the detected box, as a fraction of its side.
+    align : bool
+        Eye-align the crops (see :func:`~mer_pipeline.face.face_crops`).
+    vggface_weights : str or None
+        Path of the keras-vggface ResNet-50 weights, for ``vggface``.
+    """
+
+    name = "face"
+    # 2: detection on frames scaled to a 240 px short side; 3: OpenCV grey;
+    # 4: eye-aligned crops, mirrored-crop averaging, Procrustes landmarks, frame records;
+    # 5: the value is a ClipFeatures
+    version = "5"
+
+    def __init__(self, encoders=FACE_ENCODERS, *, fps: float = FRAME_RATE,
+                 size: int = FACE_CROP_SIZE, margin: float = FACE_MARGIN,
+                 align: bool = FACE_ALIGN, vggface_weights: str | None = None):
+        self.encoders = tuple(encoders)
+        self.fps = fps
+        self.size = size
+        self.margin = margin
+        self.align = align
+        self.vggface_weights = vggface_weights
+
+    def _weights(self, name: str) -> str | None:
+        return self.vggface_weights if name == "vggface" else None
+
+    def params(self) -> dict:
+        """The settings that make the features (recorded in ``features.json``)."""
+        params = {"encoders": list(self.encoders), "fps": float(self.fps), "size": self.size,
+                  "margin": self.margin, "align": self.align}
+        for enc in self.build_encoders(check=False):
+            params.update(enc.params())
+        return params
+
+    @classmethod
+    def from_params(cls, params: dict, *, vggface_weights: str | None = None
+                    ) -> "FaceFeatureExtractor":
+        """The extractor that recorded ``params`` (see :meth:`params`); weights files are
+        given again (only their digest is recorded)."""
+        return cls(params["encoders"], fps=params["fps"], size=params["size"],
+                   margin=params["margin"], align=params["align"],
+                   vggface_weights=vggface_weights)
+
+    def inputs(self, row: dict) -> list[str]:
+        return [row["video_path"]] if row.get("video_path") else []
+
+    def build_encoders(self, *, check: bool = True) -> list:
+        """The frame encoders; with ``check``, each is asked now whether it can run
+        (unknown names, missing weights: a clear error before any work)."""
+        encoders = [make_encoder(e, weights=self._weights(e)) for e in self.encoders]
+        if check:
+            for enc in encoders:
+                enc.check()
+        return encoders
+
+    def __call__(self, clip_id: str, row: dict):
+        from ..media import sample_frames
+        from ..parallel import ClipOutcome
+
+        outcome = ClipOutcome()
+        path = row.get("video_path")
+        if not path:
+            return outcome
+        encoders = self.build_encoders(check=False)
+        names = [n for enc in encoders for n in enc.feature_names()]
+        rgb_size = max((enc.rgb_size or 0 for enc in encoders), default=0) or None
+        try:
+            frames = sample_frames(path, fps=self.fps)
+            with _single_threaded_opencv():  # clips run in parallel: threads per clip only contend
+                faces = face_crops(frames, size=self.size, margin=self.margin, align=self.align,
+                                   rgb_size=rgb_size, require_face=False)
+        except Exception as exc:  # noqa: BLE001 - recorded per clip
+            outcome.fail("video", path, exc)
+            return outcome
+        records = faces.frame_records(None if len(frames) == 1 else self.fps)
+        bookkeeping = dict(zip(_schema.BOOKKEEPING_COLUMNS["face"],
+                               (float(faces.n_frames), faces.face_fraction)))
+        frame_table = None
+        if faces.n_faces:
+            feats = np.hstack([enc.encode_faces(faces) for enc in encoders])
+            stats = pool_frames(feats, names)
+            frame_table = _schema.FrameFeatures(frame=faces.frame_index.astype(np.int32),
+                                                features=feats, names=names)
+        else:
+            outcome.fail("face", path, NoFaceError.in_frames(len(frames)))
+            stats = {k: np.nan for k in pool_frames(np.zeros((1, len(names))), names)}
+        pooled = {_schema.column("face", k): v for k, v in stats.items()}
+        pooled.update(bookkeeping)
+        outcome.value = _schema.ClipFeatures(
+            values=np.array(list(pooled.values()), np.float32), names=tuple(pooled),
+            frames=frame_table, records=records)
+        return outcome

@@ -1,0 +1,293 @@
+"""Workflows: what ``mer evaluate``, ``mer train`` and ``mer score`` (and the Makefile) run.
+
+Each workflow goes from files to files through the library's functions:
+
+- :func:`evaluate_features`: a features folder → actor-grouped CV report;
+- :func:`train_and_save`: a features folder → a fitted model and its metadata
+  (including how its features were extracted);
+- :func:`score_inputs`: a model and feature tables or media → predictions;
+  media are extracted with the settings the model recorded, and feature
+  tables extracted with other settings are refused.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from . import _schema
+from .evaluation import EvaluationResult, cross_validate_model, write_report
+
+__all__ = ["evaluate_features", "train_and_save", "score_inputs", "labelled_table"]
+
+
+def labelled_table(features) -> pd.DataFrame:
+    """A feature table (loaded from a path, or given) with its unlabelled clips dropped;
+    its provenance record stays in ``attrs``."""
+    from .features import load_features
+
+    table = features if isinstance(features, pd.DataFrame) else load_features(features)
+    provenance = table.attrs.get("provenance")
+    table = table[table["emotion"].astype(str) != ""]
+    table.attrs["provenance"] = provenance
+    return table
+
+
+def evaluate_features(features, *, cv: str = "actor", folds: int = 5, report_dir=None,
+                      model: str | None = None, speaker_norm: bool = True,
+                      random_comparison: bool = True, seed: int = 0,
+                      n_jobs: int | None = None, estimator=None,
+                      fusion: str = "auto") -> EvaluationResult:
+    """Cross-validate the package's classifier on a feature table and report.
+
+    Parameters
+    ----------
+    features : path or pandas.DataFrame
+        A features folder / CSV (see :func:`mer_pipeline.features.load_features`)
+        or a loaded table.
+    cv : {"actor", "subject", "random"}
+        ``actor``/``subject``: grouped folds on the ``group`` column (honest).
+        ``random``: the optimistic clip split alone.
+    folds : int
+    report_dir : path or None
+        Where :func:`write_report` writes; ``None`` writes nothing.
+    model, speaker_norm, fusion
+        Passed to :func:`mer_pipeline.fusion.build_estimator`: with audio and
+        face features the multimodal estimator (``late`` fusion), otherwise
+        :class:`~mer_pipeline.ensemble.EmotionClassifier` (``model=None``: its
+        default).
+    random_comparison : bool
+        With a grouped protocol, also compute the random-split figure and
+        report it beside the honest one.
+    seed : int
+    n_jobs : int or None
+        Folds fitted in parallel.
+    estimator : classifier or None
+        Evaluate this estimator instead of building one.
+
+    Returns
+    -------
+    EvaluationResult
+    """
+    from .fusion import build_estimator
+
+    table = labelled_table(features)
+    if estimator is None:
+        estimator = build_estimator(table, fusion=fusion, model=model,
+                                    speaker_norm=speaker_norm, random_state=seed)
+    groups = table["group"].to_numpy() if "group" in table.columns else None
+    y = table["emotion"].to_numpy()
+    result = cross_validate_model(estimator, table, y, groups=groups, protocol=cv, folds=folds,
+                                  seed=seed, n_jobs=n_jobs)
+    if cv != "random" and random_comparison:
+        result.comparison = cross_validate_model(estimator, table, y, groups=groups,
+                                                 protocol="random", folds=folds, seed=seed,
+                                                 n_jobs=n_jobs)
+    if report_dir is not None:
+        write_report(result, report_dir)
+    return result
+
+
+def train_and_save(features, out: str | os.PathLike, *, model: str | None = None,
+                   fusion: str = "auto", cv_folds: int | None = 5, seed: int = 0,
+                   n_jobs: int | None = None, **params):
+    """Fit the package's classifier on a feature table and save it.
+
+    With audio and face features the classifier is
+    :class:`~mer_pipeline.fusion.MultimodalEmotionClassifier` (``late``
+    fusion unless ``fusion`` says otherwise), otherwise
+    :class:`~mer_pipeline.ensemble.EmotionClassifier`
+    (:func:`mer_pipeline.fusion.build_estimator` decides). The features'
+    provenance (``features.json``) is saved with the model.
+
+    Parameters
+    ----------
+    features : path or pandas.DataFrame
+        A features folder / CSV written by ``mer features``, or the table.
+    out : path
+        The ``.joblib`` artifact (metadata beside it).
+    model : str or None
+        ``EmotionClassifier(model=...)``; ``None`` for its default.
+    fusion : {"auto", "none", "late", "concat", "gated", "cross_attention"}
+    cv_folds : int or None
+        Run actor-grouped CV first and keep its figures in the metadata
+        (``None`` or 0 skips it).
+    seed : int
+    n_jobs : int or None
+        Folds fitted in parallel.
+    **params
+        More hyper-parameters of the estimator.
+
+    Returns
+    -------
+    model : EmotionClassifier or MultimodalEmotionClassifier
+    metadata : dict
+    """
+    from .fusion import build_estimator
+    from .persistence import read_metadata, save_model
+
+    table = labelled_table(features)
+    estimator = build_estimator(table, fusion=fusion, model=model, random_state=seed, **params)
+    cv = None
+    if cv_folds:
+        result = cross_validate_model(estimator, table, table["emotion"],
+                                      groups=table["group"], protocol="actor", folds=cv_folds,
+                                      seed=seed, n_jobs=n_jobs)
+        cv = {k: v for k, v in result.to_dict().items() if k != "model"}
+    estimator.fit(table, table["emotion"])
+    path = save_model(estimator, out, training_table=table, cv_metrics=cv,
+                      provenance=table.attrs.get("provenance"))
+    return estimator, read_metadata(path)
+
+
+def _extractors(meta: dict, columns, vggface_weights) -> dict:
+    """The model's extractors, rebuilt from its recorded settings (per modality it uses)."""
+    from .features import make_extractor
+    from .scoring import face_encoders_of, feature_set_of
+
+    recorded = ((meta.get("provenance") or {}).get("modalities")) or {}
+    out = {}
+    for modality in _schema.table_modalities(columns):
+        entry = recorded.get(modality) or {}
+        if entry.get("params") is not None:
+            out[modality] = make_extractor(modality, params=entry["params"],
+                                           vggface_weights=vggface_weights)
+            continue
+        warnings.warn(f"the model records no {modality} extraction settings (it was trained on "
+                      "a table without features.json): extracting with the defaults for its "
+                      "feature sets", stacklevel=3)
+        out[modality] = make_extractor(modality, audio_set=feature_set_of(columns) or None,
+                                       face_encoders=face_encoders_of(columns) or ("expression",),
+                                       vggface_weights=vggface_weights)
+    return out
+
+
+def _unscorable(scan, extractors) -> pd.DataFrame:
+    """Failure rows for media clips that carry none of the modalities the model uses."""
+    from .features import PATH_COLUMNS
+    from .parallel import FAILURE_COLUMNS
+
+    clips = scan.clips
+    has = pd.Series(False, index=clips.index)
+    for modality in extractors:
+        col = PATH_COLUMNS[modality]
+        if col in clips.columns:
+            has |= clips[col] != ""
+    rows = [{"clip_id": cid, "path": r.get("audio_path") or r.get("video_path") or "",
+             "stage": "score",
+             "error": f"the clip has no {' or '.join(extractors)} stream, the model's input"}
+            for cid, r in clips[~has].iterrows()]
+    return pd.DataFrame(rows, columns=FAILURE_COLUMNS)
+
+
+def _nothing_to_score(failures: pd.DataFrame) -> str:
+    lines = [f"  {r.clip_id or r.path} [{r.stage}]: {r.error}"
+             for r in failures.head(10).itertuples()]
+    more = f"\n  … {len(failures) - 10} more" if len(failures) > 10 else ""
+    return "nothing to score: no clip yielded the features the model needs" + (
+        ":\n" + "\n".join(lines) + more if lines else "")
+
+
+def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLike | None = None,
+                 trust: bool = False, cache_dir=None, n_jobs: int | None = -1,
+                 backend: str = "loky", scheduler: str | None = None, progress: bool = True,
+                 retry_failed: bool = False, vggface_weights: str | None = None):
+    """Score feature CSVs and/or media files and folders with a saved model.
+
+    Parameters
+    ----------
+    model_path : path
+        A model saved by :func:`mer_pipeline.persistence.save_model` (checked
+        by :func:`~mer_pipeline.persistence.load_model`).
+    inputs : sequence of paths
+        Feature CSVs (columns ``clip_id`` and ``<modality>__…``), features
+        folders (``mer features`` output, frame tables included), or media files,
+        folders and listings. Media get their features extracted on the way,
+        through the same per-clip cache as ``mer features``, with the
+        extractors' settings the model recorded (frame rate, encoders, audio
+        set, …). Feature tables whose recorded settings differ from the
+        model's are refused. Labels in the file names are kept (column
+        ``emotion``) but not needed.
+    out : path or None
+        Write the predictions CSV here, and ``failures.csv`` beside it.
+    trust : bool
+        Passed to :func:`~mer_pipeline.persistence.load_model`.
+    cache_dir, n_jobs, backend, scheduler, progress, retry_failed
+        See :func:`mer_pipeline.parallel.map_clips`; the cache defaults to
+        ``$MER_CACHE_DIR`` or ``features/.cache``.
+    vggface_weights : path or None
+        For a model trained on ``vggface`` face features (default
+        ``$MER_VGGFACE_WEIGHTS``); its digest must match the one recorded.
+
+    Returns
+    -------
+    predictions : pandas.DataFrame
+        One row per clip: ``predicted``, ``proba_<class>`` per class,
+        ``modalities``.
+    failures : pandas.DataFrame
+        Clips that could not be scored, with the stage and reason.
+
+    Raises
+    ------
+    FeatureTableError
+        If no clip could be scored (the message lists why, clip by clip), or
+        a feature table was extracted with other settings than the model's.
+    """
+    from .config import FEATURES_DIR
+    from .corpus import discover
+    from .exceptions import FeatureTableError, ParameterError
+    from .features import check_provenance, extract_features, load_features
+    from .parallel import FAILURE_COLUMNS, default_cache_dir, write_failures
+    from .persistence import load_model
+    from .scoring import is_feature_input, predict_table
+
+    model, meta = load_model(model_path, trust=trust)
+    columns = meta.get("feature_columns") or list(model.feature_names_in_)
+    inputs = [Path(p) for p in inputs]
+    if out is not None and Path(out).is_dir():
+        raise ParameterError(f"--out {out} is a folder; give the predictions file "
+                             f"(e.g. {Path(out) / 'predictions.csv'})")
+    tables, failures = [], [pd.DataFrame(columns=FAILURE_COLUMNS)]
+    media = [p for p in inputs if not is_feature_input(p)]
+    for path in inputs:
+        if path not in media:
+            table = load_features(path, required_meta=())
+            check_provenance(meta.get("provenance"), table.attrs.get("provenance"),
+                             source=str(path))
+            tables.append(table)
+    if media:
+        scan = discover(media, require_labels=False)
+        extractors = _extractors(meta, columns, vggface_weights)
+        failures.append(_unscorable(scan, extractors))
+        cache = cache_dir or default_cache_dir(FEATURES_DIR)
+        with tempfile.TemporaryDirectory() as tmp:
+            _, run = extract_features(scan, tmp, extractors=extractors,
+                                      cache_dir=cache, n_jobs=n_jobs, backend=backend,
+                                      scheduler=scheduler, progress=progress,
+                                      retry_failed=retry_failed)
+            ok = any(e["clips_with_features"] for e in run.modalities.values())
+            table = load_features(tmp, required_meta=()) if ok else None
+        if table is not None:
+            tables.append(table)
+        failures.append(run.failures)
+    fails = pd.concat([f for f in failures if len(f)] or failures[:1], ignore_index=True)
+    if not tables:
+        raise FeatureTableError(_nothing_to_score(fails) if media else "no input given")
+    table = pd.concat(tables)
+    dup = table.index.duplicated()
+    if dup.any():
+        warnings.warn(f"{int(dup.sum())} clip id(s) appear twice; keeping the first",
+                      stacklevel=2)
+        table = table[~dup]
+    predictions = predict_table(model, table, columns)
+    if out is not None:
+        from ._io import atomic_path
+
+        out = Path(out)
+        with atomic_path(out) as tmp_out:
+            predictions.to_csv(tmp_out, float_format="%.6f")
+        write_failures(fails, out.parent / "failures.csv")
+    return predictions, fails
