@@ -55,16 +55,31 @@ demo: install need-data ## install, then run the job end to end on DATA (default
 	@echo "demo done: features in $(FEATURES)/, honest report in $(REPORT)/, model $(MODEL), predictions $(PREDICTIONS)."
 	@echo "(audio-visual clips: the same targets extract face features too and train the fusion model; see make bench-fusion)"
 
+# The steps are chained through their files: FEATURES/features.json (written by every
+# extraction, unchanged when the outputs are) -> MODEL -> PREDICTIONS. `make train` extracts
+# first only when FEATURES/ holds no extraction; after `make features` it retrains only if the
+# features changed. `make features` always runs (new clips are picked up; cached clips cost
+# nothing) but leaves unchanged outputs, and so their timestamps, as they were.
+FEATURES_DONE := $(FEATURES)/features.json
+
 features: install need-data ## extract per-clip features of DATA into FEATURES/
 	$(MER) features $(DATA) --out $(FEATURES) --n-jobs $(N_JOBS)
 
-evaluate: install ## actor-grouped CV report of FEATURES/ into REPORT/
+$(FEATURES_DONE): | install
+	@$(MAKE) --no-print-directory need-data DATA="$(DATA)"
+	$(MER) features $(DATA) --out $(FEATURES) --n-jobs $(N_JOBS)
+
+evaluate: $(REPORT)/metrics.json ## actor-grouped CV report of FEATURES/ into REPORT/
+
+$(REPORT)/metrics.json: $(FEATURES_DONE) | install
 	$(MER) evaluate --features $(FEATURES) --cv actor --folds $(FOLDS) --report $(REPORT) --n-jobs $(N_JOBS)
 
-train: install ## fit the classifier on FEATURES/ and save it to MODEL (with actor-grouped CV figures)
+train: $(MODEL) ## fit the classifier on FEATURES/ and save it to MODEL (with actor-grouped CV figures)
+
+$(MODEL): $(FEATURES_DONE) | install
 	$(MER) train --features $(FEATURES) --out $(MODEL) --folds $(FOLDS) --n-jobs $(N_JOBS)
 
-score: install ## score INPUT (clips, folders or feature CSVs) with MODEL into PREDICTIONS
+score: $(MODEL) | install ## score INPUT (clips, folders or feature CSVs) with MODEL into PREDICTIONS
 	@if [ -z "$(strip $(INPUT))" ]; then echo "pass INPUT=clips/or/features.csv"; exit 2; fi
 	$(MER) score --model $(MODEL) $(INPUT) --out $(PREDICTIONS) --n-jobs $(N_JOBS)
 

@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mer_pipeline import discover  # noqa: E402
+from mer_pipeline import _schema, discover  # noqa: E402
 from mer_pipeline.audio import DEFAULT_SET, AudioFeatureExtractor, resolve_set  # noqa: E402
 from mer_pipeline.ensemble import EmotionClassifier  # noqa: E402
 from mer_pipeline.evaluation import cross_validate_model  # noqa: E402
@@ -108,8 +108,8 @@ HEADLINE = ("default, blend, speaker norm (the package default)", "default", dic
 
 def columns_of(table, feature_set):
     parts = resolve_set(feature_set)
-    keep = [c for c in table.columns if "__" not in c
-            or any(c.startswith(f"audio__{p}_") for p in parts)]
+    keep = [c for c in table.columns if not _schema.is_feature(c)
+            or _schema.feature_set_of(c) in parts]
     return table[keep]
 
 
@@ -118,7 +118,7 @@ def accuracy(tables, n_jobs, quick):
     configs = [HEADLINE] + (CONFIGS[:3] if quick else CONFIGS)
     for name, fset, kw in configs:
         if fset == "default+pitch":
-            pitch = tables["pitch"][[c for c in tables["pitch"].columns if "__" in c]]
+            pitch = tables["pitch"][_schema.feature_columns(tables["pitch"])]
             table = tables["default"].join(pitch, how="inner")
         else:
             table = columns_of(tables["seed45" if fset == "seed45" else "default"], fset)
@@ -130,7 +130,7 @@ def accuracy(tables, n_jobs, quick):
                                      folds=5, seed=seed, n_jobs=n_jobs)
             accs.append(r.accuracy)
             f1s.append(r.macro_f1)
-        row = {"config": name, "features": int(sum("__" in c for c in table.columns)),
+        row = {"config": name, "features": len(_schema.feature_columns(table)),
                "protocol": "actor-grouped 5-fold", "seeds": seeds,
                "accuracy": float(np.mean(accs)), "accuracy_sd": float(np.std(accs)),
                "accuracy_per_seed": accs, "macro_f1": float(np.mean(f1s)),

@@ -39,7 +39,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mer_pipeline import discover  # noqa: E402
+from mer_pipeline import _schema, discover  # noqa: E402
 from mer_pipeline.ensemble import EmotionClassifier  # noqa: E402
 from mer_pipeline.evaluation import cross_validate_model  # noqa: E402
 from mer_pipeline.face import FRAME_ENCODERS, FaceFeatureExtractor, face_crops  # noqa: E402
@@ -48,7 +48,6 @@ from mer_pipeline.media import ffmpeg_exe, sample_frames  # noqa: E402
 from mer_pipeline.parallel import ClipOutcome, map_clips  # noqa: E402
 
 ENCODERS = ["expression", "landmarks"]
-PREFIX = {"expression": "face__expr", "landmarks": "face__lmk", "vggface": "face__vgg"}
 CORPORA = [("CK+48", "ckplus48", 5), ("JAFFE", "jaffe", None)]  # None: leave-one-subject-out
 
 
@@ -77,8 +76,10 @@ def accuracy(shared: Path, work: Path, n_jobs: int, vggface_weights=None) -> lis
                     + [(encoders, "aligned", True), (ENCODERS, "not aligned", False)])
         for encs, crops, from_20 in variants:
             t = tables[crops]
-            meta = [c for c in t.columns if "__" not in c]
-            cols = meta + [c for c in t.columns if c.startswith(tuple(PREFIX[e] for e in encs))]
+            meta = [c for c in t.columns if not _schema.is_feature(c)]
+            prefixes = {FRAME_ENCODERS[e].prefix for e in encs}
+            cols = meta + [c for c in _schema.feature_columns(t)
+                           if _schema.feature_set_of(c) in prefixes]
             name = "+".join(encs)
             # subject norm: off; on (default: own statistics from 10 images of a subject);
             # on from 20 images (most CK+ subjects then fall back to the population's)

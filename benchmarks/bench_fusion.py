@@ -44,7 +44,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mer_pipeline import discover  # noqa: E402
+from mer_pipeline import _schema, discover  # noqa: E402
 from mer_pipeline.ensemble import EmotionClassifier  # noqa: E402
 from mer_pipeline.evaluation import cross_validate_model  # noqa: E402
 from mer_pipeline.features import (  # noqa: E402
@@ -59,7 +59,9 @@ def build_paired(audio: pd.DataFrame, faces: pd.DataFrame) -> pd.DataFrame:
     audio = audio[audio["emotion"] != "calm"].sort_index()
     subjects = sorted(faces["group"].unique())
     faces = faces.sort_index()
-    face_cols = [c for c in faces.columns if c.startswith("face")]
+    face_cols = (_schema.feature_columns(faces, "face")
+                 + [c for c in _schema.BOOKKEEPING_COLUMNS["face"] if c in faces.columns]
+                 + [_schema.SEQUENCE_COLUMNS["face"]])
     rows = []
     for (actor, emotion), clips in audio.groupby(["actor", "emotion"], sort=True):
         subject = subjects[(int(actor) - 1) % len(subjects)]
@@ -95,10 +97,10 @@ def candidates(n_jobs):
 
 
 def columns(table, which):
-    meta = [c for c in table.columns if "__" not in c]
+    meta = [c for c in table.columns if not _schema.is_feature(c)]
     if which == "both":
         return list(table.columns)
-    return meta + [c for c in table.columns if c.startswith(f"{which}__")]
+    return meta + _schema.feature_columns(table, which)
 
 
 def main(argv=None):
@@ -119,11 +121,19 @@ def main(argv=None):
                                            "face_encoders": FACE_ENCODERS})):
         extract_features(discover(src), args.work / dst, n_jobs=args.n_jobs, progress=False,
                          **kw)
-    table = build_paired(load_features(args.work / "ravdess"), load_features(args.work / "jaffe"))
-    names = {col: [c.split("__", 1)[1] for c in pd.read_parquet(path).columns if "__" in c]
+    audio, faces = load_features(args.work / "ravdess"), load_features(args.work / "jaffe")
+    table = build_paired(audio, faces)
+    names = {col: [_schema.strip_modality(c)
+                   for c in _schema.feature_columns(pd.read_parquet(path))]
              for col, path in (("audio_frames", args.work / "ravdess" / AUDIO_FRAME_TABLE),
                                ("face_frames", args.work / "jaffe" / FRAME_TABLE))}
-    write_features(table, args.work / "paired", frame_names=names)
+    # how each modality was extracted: the audio as in the RAVDESS folder, the face as JAFFE's
+    provenance = {**audio.attrs["provenance"],
+                  "modalities": {"audio": audio.attrs["provenance"]["modalities"]["audio"],
+                                 "face": faces.attrs["provenance"]["modalities"]["face"]},
+                  "corpus": {"paired": "RAVDESS speech x JAFFE faces (benchmarks/bench_fusion.py)",
+                             "clips": int(len(table))}}
+    write_features(table, args.work / "paired", frame_names=names, provenance=provenance)
     y, groups = table["emotion"], table["face_subject"]
     print(f"paired table: {len(table)} clips, {table['actor'].nunique()} actors, "
           f"{groups.nunique()} face subjects, {table['face_id'].nunique()} distinct images",

@@ -1,6 +1,7 @@
 """Writing outputs atomically: a reader sees the old file or the new one, never half of one."""
 from __future__ import annotations
 
+import filecmp
 import json
 import os
 import tempfile
@@ -14,8 +15,11 @@ __all__ = ["atomic_path", "write_json", "write_text"]
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step.
 
-    A run killed while writing leaves the previous file (or none) and a stray
-    ``.part`` file, never a truncated output.
+    A run killed while writing leaves the previous file (or none), never a
+    truncated output. When the new content equals the file's, the file is left
+    as it was, modification time included, so that ``make`` chains through
+    outputs (features → model → predictions) redo nothing after a re-run that
+    changed nothing.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -23,7 +27,8 @@ def atomic_path(path: str | os.PathLike):
     os.close(fd)
     try:
         yield Path(tmp)
-        os.replace(tmp, path)
+        if not (path.is_file() and filecmp.cmp(tmp, path, shallow=False)):
+            os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -184,7 +184,8 @@ def _unscorable(scan, extractors) -> pd.DataFrame:
 
 
 def _nothing_to_score(failures: pd.DataFrame) -> str:
-    lines = [f"  {r.clip_id or r.path} [{r.stage}]: {r.error}"
+    lines = [f"  {r.clip_id or ''}{' ' if r.clip_id and r.path else ''}"
+             f"{'(' + str(r.path) + ')' if r.path else ''} [{r.stage}]: {r.error}"
              for r in failures.head(10).itertuples()]
     more = f"\n  … {len(failures) - 10} more" if len(failures) > 10 else ""
     return "nothing to score: no clip yielded the features the model needs" + (
@@ -212,7 +213,9 @@ def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLik
         model's are refused. Labels in the file names are kept (column
         ``emotion``) but not needed.
     out : path or None
-        Write the predictions CSV here, and ``failures.csv`` beside it.
+        Write the predictions CSV here, ``failures.csv`` beside it, and, when
+        faces were looked for in media, ``face_detections.csv`` (one row per
+        sampled frame: time, face found or not, box).
     trust : bool
         Passed to :func:`~mer_pipeline.persistence.load_model`.
     cache_dir, n_jobs, backend, scheduler, progress, retry_failed
@@ -258,6 +261,7 @@ def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLik
             check_provenance(meta.get("provenance"), table.attrs.get("provenance"),
                              source=str(path))
             tables.append(table)
+    detections = None
     if media:
         scan = discover(media, require_labels=False)
         extractors = _extractors(meta, columns, vggface_weights)
@@ -270,6 +274,8 @@ def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLik
                                       retry_failed=retry_failed)
             ok = any(e["clips_with_features"] for e in run.modalities.values())
             table = load_features(tmp, required_meta=()) if ok else None
+            found = Path(tmp) / _schema.DETECTION_TABLE
+            detections = pd.read_csv(found) if found.is_file() else None
         if table is not None:
             tables.append(table)
         failures.append(run.failures)
@@ -290,4 +296,7 @@ def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLik
         with atomic_path(out) as tmp_out:
             predictions.to_csv(tmp_out, float_format="%.6f")
         write_failures(fails, out.parent / "failures.csv")
+        if detections is not None:
+            with atomic_path(out.parent / _schema.DETECTION_TABLE) as tmp_out:
+                detections.to_csv(tmp_out, index=False)
     return predictions, fails

@@ -9,7 +9,18 @@ from mer_pipeline.cli import build_parser, main
 
 from .conftest import shared_path
 
-COMMANDS = ["manifest", "extract", "features", "evaluate"]
+def _commands():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return sorted(sub.choices)
+
+
+COMMANDS = _commands()
+
+
+def test_every_command_is_covered():
+    assert {"manifest", "extract", "features", "evaluate", "train", "score",
+            "predict"} <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -103,3 +114,11 @@ def test_train_and_score_a_multimodal_features_folder(tmp_path, capsys):
     assert (preds["predicted"] == preds["emotion"]).mean() > 0.8
     with pytest.raises(SystemExit):
         main(["train", "--features", str(tmp_path / "train"), "--fusion", "bogus"])
+
+
+def test_features_lists_the_sets_without_data(capsys):
+    assert main(["features", "--list-sets"]) == 0
+    out = capsys.readouterr().out
+    assert "default: = egemaps+compare+librosa" in out and "seed45:" in out
+    assert main(["features"]) == 1
+    assert "needs DATA" in capsys.readouterr().err
