@@ -28,6 +28,14 @@ __all__ = ["FrameEncoder", "FRAME_ENCODERS", "make_encoder", "encoders_with_pref
            "FER_CLASSES"]
 
 
+@lru_cache(maxsize=8)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of a file, remembered while its size and modification time stay the same."""
+    from ..parallel import file_sha256
+
+    return file_sha256(path)
+
+
 class FrameEncoder(Protocol):
     """What the face stage asks of a frame encoder.
 
@@ -255,7 +263,6 @@ class VGGFaceEncoder:
         self.weights = weights
 
     def params(self) -> dict:
-        from .extractor import _file_digest
         from ..vggface import vggface_weights_path
 
         path = vggface_weights_path(self.weights)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from functools import lru_cache
 
 import numpy as np
 
@@ -45,14 +44,6 @@ def _single_threaded_opencv():
         yield
     finally:
         cv2.setNumThreads(before)
-
-
-@lru_cache(maxsize=8)
-def _file_digest(path: str, size: int, mtime_ns: int) -> str:
-    """SHA-256 of a file, remembered while its size and modification time stay the same."""
-    from ..parallel import file_sha256
-
-    return file_sha256(path)
 
 
 class FaceFeatureExtractor:
