@@ -375,6 +375,8 @@ class AudioFeatureExtractor:
     """
 
     name = "audio"
+    modality = "audio"
+    path_column = "audio_path"
     # 2: the value also holds the LLD sequence; 3: the value is a ClipFeatures
     version = "3"
 

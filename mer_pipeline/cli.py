@@ -89,6 +89,14 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
+def _add_track_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--face-tracks", nargs="+", type=_existing_path, metavar="TRACKS",
+                   help="per-frame face landmark tracks (files or folders: long tables with "
+                        "fname/frame_ct/pt1.x…pt68.y, OpenFace 2 CSVs, or per-clip tables "
+                        "with frame, x_0…y_67); the face features come from them, joined to "
+                        "the clips by recording")
+
+
 def _run_kwargs(args) -> dict:
     return {"n_jobs": args.n_jobs, "backend": args.backend, "scheduler": args.scheduler,
             "cache_dir": args.cache_dir, "progress": not args.no_progress,
@@ -159,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated frame encoders of the face stage (default %(default)s)")
     p.add_argument("--fps", type=_positive_float, default=config.FRAME_RATE,
                    help="video frames sampled per second for the face stage (default %(default)s)")
+    _add_track_option(p)
+    p.add_argument("--track-fps", type=_positive_float, default=None,
+                   help="frame rate of tracks whose files record no timestamps (default 29.97)")
     p.add_argument("--vggface-weights", type=_existing_path,
                    help="keras-vggface ResNet-50 .h5 weights for the vggface encoder "
                         "(default $MER_VGGFACE_WEIGHTS)")
@@ -195,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip per-speaker standardisation")
     p.add_argument("--no-random", action="store_true",
                    help="skip the optimistic random-split comparison")
+    p.add_argument("--presentations", default="balanced_batch,single_clip",
+                   help="how each fold's test clips are shown to its model, comma-separated: "
+                        "balanced_batch (each speaker's clips together), single_clip (each "
+                        "clip alone, no statistics of its speaker); default %(default)s")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-jobs", type=int, default=config.N_JOBS,
                    help="folds fitted in parallel (default %(default)s)")
@@ -235,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust", action="store_true",
                    help="load the model even if its hash or versions do not match (joblib runs "
                         "code on load: only for artifacts from a source you trust)")
+    _add_track_option(p)
     _add_run_options(p)
 
     p = _command(sub, "predict", cmd_predict, help="print one clip's prediction",
@@ -243,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=Path(config.ARTIFACTS_DIR) / "model.joblib")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--trust", action="store_true", help="see `mer score --help`")
+    _add_track_option(p)
     return parser
 
 
@@ -268,6 +285,7 @@ def cmd_score(args) -> int:
 
     kw = _run_kwargs(args)
     predictions, failures = score_inputs(args.model, args.data, out=args.out, trust=args.trust,
+                                         face_tracks=args.face_tracks,
                                          **kw)
     print(f"scored {len(predictions)} clips -> {args.out}")
     counts = predictions["predicted"].value_counts()
@@ -286,6 +304,7 @@ def cmd_predict(args) -> int:
     from .workflows import score_inputs
 
     predictions, failures = score_inputs(args.model, args.data, trust=args.trust, n_jobs=1,
+                                         face_tracks=args.face_tracks,
                                          progress=False)
     if args.json:
         rows = predictions.reset_index().to_dict("records")
@@ -363,6 +382,7 @@ def cmd_features(args) -> int:
     written, run = extract_features(scan, args.out, modalities=modalities,
                                     audio_set=args.audio_set, face_encoders=encoders,
                                     fps=args.fps, vggface_weights=args.vggface_weights,
+                                    face_tracks=args.face_tracks, track_fps=args.track_fps,
                                     **_run_kwargs(args))
     _report_run(run, args.out, len(scan.clips))
     _report_modalities(run, args.out)
@@ -397,7 +417,9 @@ def cmd_evaluate(args) -> int:
                                report_dir=args.report, model=args.model, fusion=args.fusion,
                                speaker_norm=not args.no_speaker_norm,
                                random_comparison=not args.no_random, seed=args.seed,
-                               n_jobs=args.n_jobs)
+                               n_jobs=args.n_jobs,
+                               presentations=[x.strip() for x in args.presentations.split(",")
+                                              if x.strip()])
     print(result.format())
     print(f"report written to {args.report}")
     return 0

@@ -31,12 +31,23 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from .exceptions import ParameterError
 
-__all__ = ["EvaluationResult", "cross_validate_model", "write_report", "PROTOCOLS"]
+__all__ = ["EvaluationResult", "cross_validate_model", "write_report", "PROTOCOLS",
+           "PRESENTATIONS"]
 
 PROTOCOLS = {
     "actor": "actor-independent (grouped K-fold: no actor in both train and test)",
     "subject": "subject-independent (grouped K-fold: no subject in both train and test)",
     "random": "OPTIMISTIC random stratified clip split (speakers leak across folds)",
+}
+
+#: How a fold's test clips are shown to the fitted model. Speaker normalisation uses a
+#: speaker's own statistics only when the batch holds enough of their clips, so the batch
+#: a user scores changes the accuracy: each presentation is measured on the same fits.
+PRESENTATIONS = {
+    "balanced_batch": "each test speaker's clips scored together (all their emotions: the "
+                      "speaker's own statistics are used)",
+    "single_clip": "each test clip scored alone (no statistics of its speaker: what one clip "
+                   "of a new speaker, a stream or `mer predict` gets)",
 }
 
 
@@ -58,6 +69,11 @@ class EvaluationResult:
         per clip.
     comparison : EvaluationResult or None
         The optimistic random-split result computed beside an honest one.
+    presentation : str
+        How the test clips were shown (:data:`PRESENTATIONS`).
+    presentations : dict
+        Presentation → :class:`EvaluationResult` of the same fits shown otherwise
+        (this result's own presentation included).
     """
 
     protocol: str
@@ -69,6 +85,8 @@ class EvaluationResult:
     n_groups: int = 0
     model: dict = field(default_factory=dict)
     comparison: "EvaluationResult | None" = None
+    presentation: str = "balanced_batch"
+    presentations: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """The figures as JSON-ready data (what ``metrics.json`` holds)."""
@@ -86,7 +104,15 @@ class EvaluationResult:
             "classes": list(self.classes),
             "folds": self.folds,
             "model": self.model,
+            "presentation": self.presentation,
         }
+        if self.presentations:
+            out["presentations"] = {
+                name: {"description": PRESENTATIONS[name], "accuracy": round(r.accuracy, 4),
+                       "macro_f1": round(r.macro_f1, 4),
+                       "fold_accuracy_std": round(float(np.std(
+                           [f["accuracy"] for f in r.folds])), 4)}
+                for name, r in self.presentations.items()}
         if self.comparison is not None:
             out["optimistic_random_split"] = {
                 k: v for k, v in self.comparison.to_dict().items() if k != "model"}
@@ -100,6 +126,9 @@ class EvaluationResult:
                  f"{d['fold_accuracy_std']:.4f}), macro-F1 {d['macro_f1']:.4f}, "
                  f"{d['n_clips']} clips, {d['n_folds']} folds"
                  + (f", {d['n_groups']} groups" if d["n_groups"] else "")]
+        for name, r in self.presentations.items():
+            lines.append(f"  {name:15s} accuracy {r.accuracy:.4f}, macro-F1 {r.macro_f1:.4f}"
+                         f"  ({PRESENTATIONS[name]})")
         if self.comparison is not None:
             c = self.comparison
             lines.append(f"beside it, {PROTOCOLS['random']}:")
@@ -125,14 +154,22 @@ def _splits(protocol, y, groups, folds, seed):
     return list(cv.split(np.zeros(len(y)), y, groups))
 
 
-def _fit_fold(estimator, X, y, train, test):
+def _fit_fold(estimator, X, y, train, test, presentations, group_col):
     model = clone(estimator).fit(X.iloc[train], y[train])
-    return model.classes_, model.predict_proba(X.iloc[test])
+    X_test = X.iloc[test]
+    out = {}
+    for name in presentations:
+        shown = X_test
+        if name == "single_clip" and isinstance(X_test, pd.DataFrame) \
+                and group_col in X_test.columns:
+            shown = X_test.assign(**{group_col: ""})  # no speaker: population statistics
+        out[name] = model.predict_proba(shown)
+    return model.classes_, out
 
 
 def cross_validate_model(estimator, X: pd.DataFrame, y, *, groups=None, protocol: str = "actor",
-                         folds: int = 5, seed: int = 0, n_jobs: int | None = None
-                         ) -> EvaluationResult:
+                         folds: int = 5, seed: int = 0, n_jobs: int | None = None,
+                         presentations=("balanced_batch",)) -> EvaluationResult:
     """Cross-validate an estimator under a named protocol.
 
     Parameters
@@ -151,6 +188,13 @@ def cross_validate_model(estimator, X: pd.DataFrame, y, *, groups=None, protocol
         Shuffling seed of the fold assignment.
     n_jobs : int or None
         Folds fitted in parallel.
+    presentations : sequence of str
+        How the test clips are shown to each fold's model (:data:`PRESENTATIONS`):
+        ``balanced_batch`` (all of a test speaker's clips together) and/or
+        ``single_clip`` (each clip alone: the speaker column is blanked, so
+        speaker normalisation falls back to the training population). The same
+        fits serve every presentation; the result is the first one's, the others
+        in ``result.presentations``.
 
     Returns
     -------
@@ -160,48 +204,64 @@ def cross_validate_model(estimator, X: pd.DataFrame, y, *, groups=None, protocol
         raise ParameterError(f"protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
     if folds < 2:
         raise ParameterError(f"folds must be >= 2, got {folds}")
+    presentations = list(presentations)
+    unknown = [p for p in presentations if p not in PRESENTATIONS]
+    if unknown or not presentations:
+        raise ParameterError(f"presentations must be among {', '.join(PRESENTATIONS)}; "
+                             f"got {presentations!r}")
     y = np.asarray(y).astype(str)
     groups = None if groups is None else np.asarray(groups).astype(object)
     splits = _splits(protocol, y, groups, folds, seed)
-    outs = Parallel(n_jobs=n_jobs)(delayed(_fit_fold)(estimator, X, y, tr, te)
+    params = estimator.get_params(deep=False) if hasattr(estimator, "get_params") else {}
+    group_col = params.get("group_col", "group")
+    outs = Parallel(n_jobs=n_jobs)(delayed(_fit_fold)(estimator, X, y, tr, te, presentations,
+                                                      group_col)
                                    for tr, te in splits)
     classes = sorted(set(y))
-    proba = np.zeros((len(y), len(classes)))
-    fold_of = np.zeros(len(y), dtype=int)
-    per_fold = []
-    for k, ((tr, te), (cls, p)) in enumerate(zip(splits, outs)):
-        idx = [classes.index(c) for c in cls]
-        proba[np.ix_(te, idx)] = p
-        fold_of[te] = k
-        pred = np.asarray(classes)[np.argmax(proba[te], axis=1)]
-        per_fold.append({
-            "fold": k, "n_test": int(len(te)),
-            "accuracy": round(float(accuracy_score(y[te], pred)), 4),
-            "macro_f1": round(float(f1_score(y[te], pred, average="macro", zero_division=0)), 4),
-            "test_groups": sorted(set(groups[te].tolist())) if groups is not None else [],
-        })
-    pred = np.asarray(classes)[np.argmax(proba, axis=1)]
-    table = pd.DataFrame({"emotion": y, "predicted": pred, "fold": fold_of},
-                         index=X.index)
-    for j, c in enumerate(classes):
-        table[f"proba_{c}"] = proba[:, j]
-    params = estimator.get_params(deep=False) if hasattr(estimator, "get_params") else {}
-    return EvaluationResult(
-        protocol=protocol, accuracy=float(accuracy_score(y, pred)),
-        macro_f1=float(f1_score(y, pred, average="macro", zero_division=0)), folds=per_fold,
-        classes=classes, predictions=table,
-        n_groups=0 if groups is None else len(np.unique(groups)),
-        model={"class": type(estimator).__name__,
-               **{k: v for k, v in params.items() if isinstance(v, (int, float, str, bool))
-                  or v is None}})
+    model = {"class": type(estimator).__name__,
+             **{k: v for k, v in params.items() if isinstance(v, (int, float, str, bool))
+                or v is None}}
+    results = {}
+    for name in presentations:
+        proba = np.zeros((len(y), len(classes)))
+        fold_of = np.zeros(len(y), dtype=int)
+        per_fold = []
+        for k, ((tr, te), (cls, probas)) in enumerate(zip(splits, outs)):
+            idx = [classes.index(c) for c in cls]
+            proba[np.ix_(te, idx)] = probas[name]
+            fold_of[te] = k
+            pred = np.asarray(classes)[np.argmax(proba[te], axis=1)]
+            per_fold.append({
+                "fold": k, "n_test": int(len(te)),
+                "accuracy": round(float(accuracy_score(y[te], pred)), 4),
+                "macro_f1": round(float(f1_score(y[te], pred, average="macro",
+                                                 zero_division=0)), 4),
+                "test_groups": sorted(set(groups[te].tolist())) if groups is not None else [],
+            })
+        pred = np.asarray(classes)[np.argmax(proba, axis=1)]
+        table = pd.DataFrame({"emotion": y, "predicted": pred, "fold": fold_of},
+                             index=X.index)
+        for j, c in enumerate(classes):
+            table[f"proba_{c}"] = proba[:, j]
+        results[name] = EvaluationResult(
+            protocol=protocol, accuracy=float(accuracy_score(y, pred)),
+            macro_f1=float(f1_score(y, pred, average="macro", zero_division=0)),
+            folds=per_fold, classes=classes, predictions=table,
+            n_groups=0 if groups is None else len(np.unique(groups)), model=model,
+            presentation=name)
+    main = results[presentations[0]]
+    if len(presentations) > 1:
+        main.presentations = results
+    return main
 
 
 def write_report(result: EvaluationResult, out_dir: str | os.PathLike) -> Path:
     """Write the report into ``out_dir``.
 
     Files: ``metrics.json``, ``per_class_report.txt``, ``predictions.csv``,
-    ``confusion_matrix.png``, ``roc_curves.png``; with a random-split
-    comparison also ``predictions_random_split.csv``,
+    ``confusion_matrix.png``, ``roc_curves.png`` (with other presentations of the
+    same fits, ``predictions_<presentation>.csv`` and its figures too); with a
+    random-split comparison also ``predictions_random_split.csv``,
     ``confusion_matrix_random_split.png`` and ``roc_curves_random_split.png``
     (titled as optimistic).
     """
@@ -227,6 +287,9 @@ def write_report(result: EvaluationResult, out_dir: str | os.PathLike) -> Path:
                                        labels=c.classes, digits=3, zero_division=0)]
     (out / "per_class_report.txt").write_text("\n".join(text))
     _write_figures(result, out, "")
+    for name, other in result.presentations.items():
+        if other is not result:
+            _write_figures(other, out, f"_{name}")
     if result.comparison is not None:
         _write_figures(result.comparison, out, "_random_split")
     return out
@@ -236,7 +299,9 @@ def _write_figures(result: EvaluationResult, out: Path, suffix: str) -> None:
     y, pred = result.predictions["emotion"], result.predictions["predicted"]
     proba = result.predictions[[f"proba_{c}" for c in result.classes]].to_numpy()
     label = "OPTIMISTIC random clip split" if result.protocol == "random" \
-        else f"{result.protocol}-grouped CV"
+        else f"{result.protocol}-grouped CV" + (
+            f", {result.presentation.replace('_', ' ')}"
+            if result.presentation != "balanced_batch" else "")
     result.predictions.to_csv(out / f"predictions{suffix}.csv")
     _plot_confusion(y, pred, result.classes, out / f"confusion_matrix{suffix}.png",
                     f"{label}: accuracy {result.accuracy:.3f}")

@@ -39,29 +39,35 @@ DETECTION_TABLE = _schema.DETECTION_TABLE
 MODALITIES = _schema.MODALITIES
 PROVENANCE_FORMAT = 1
 
-#: Modality → the manifest column holding the media that carries it.
-PATH_COLUMNS = {"audio": "audio_path", "face": "video_path"}
 #: Every file a run of :func:`extract_features` may write (the run owns them).
 OUTPUT_FILES = (*_schema.TABLES.values(), *_schema.FRAME_TABLES.values(),
                 _schema.DETECTION_TABLE, _schema.FAILURES_TABLE, _schema.PROVENANCE_FILE)
 
 
-def extractor_class(modality: str):
-    """The per-clip extractor class of a modality (the registry of feature extractors)."""
-    if modality == "audio":
+def extractor_class(name: str):
+    """A per-clip extractor class by its name (``audio``, ``face``, ``face_tracks``): the
+    registry of feature extractors. Each class says which ``modality`` it fills and which
+    manifest column (``path_column``) holds its input."""
+    if name == "audio":
         from .audio import AudioFeatureExtractor
 
         return AudioFeatureExtractor
-    if modality == "face":
+    if name == "face":
         from .face import FaceFeatureExtractor
 
         return FaceFeatureExtractor
-    raise ParameterError(f"unknown modality {modality!r}; available: {', '.join(MODALITIES)}")
+    if name == "face_tracks":
+        from .face.tracks import TrackFeatureExtractor
+
+        return TrackFeatureExtractor
+    raise ParameterError(f"unknown extractor {name!r}; available: audio, face, face_tracks")
 
 
 def make_extractor(modality: str, *, audio_set: str | None = None,
                    face_encoders=FACE_ENCODERS, fps: float = FRAME_RATE,
-                   vggface_weights: str | None = None, params: dict | None = None):
+                   vggface_weights: str | None = None, face_tracks: bool = False,
+                   track_fps: float | None = None, params: dict | None = None,
+                   extractor: str | None = None):
     """A modality's extractor, from options or from recorded settings (``params``).
 
     Parameters
@@ -70,8 +76,15 @@ def make_extractor(modality: str, *, audio_set: str | None = None,
     audio_set, face_encoders, fps, vggface_weights
         As in :func:`extract_features` (ignored when ``params`` is given,
         except the weights file, whose digest alone is recorded).
+    face_tracks : bool
+        The face features come from landmark tracks
+        (:class:`~mer_pipeline.face.tracks.TrackFeatureExtractor`).
+    track_fps : float or None
+        Frame rate of tracks whose files record no timestamps.
     params : dict or None
         Settings recorded in a ``features.json`` or a model's metadata.
+    extractor : str or None
+        The recorded extractor's name (with ``params``; default: the modality's).
 
     Returns
     -------
@@ -83,11 +96,14 @@ def make_extractor(modality: str, *, audio_set: str | None = None,
         If ``params`` cannot be reproduced by this version (its settings differ
         from what the rebuilt extractor would record).
     """
-    cls = extractor_class(modality)
+    if modality not in MODALITIES:
+        raise ParameterError(f"unknown modality {modality!r}; "
+                             f"available: {', '.join(MODALITIES)}")
     weights = None if vggface_weights is None else str(vggface_weights)
     if params is not None:
-        task = (cls.from_params(params) if modality == "audio"
-                else cls.from_params(params, vggface_weights=weights))
+        cls = extractor_class(extractor or modality)
+        task = (cls.from_params(params, vggface_weights=weights) if cls.name == "face"
+                else cls.from_params(params))
         again = task.params()
         if again != params:
             diff = _differences(again, params)
@@ -95,8 +111,12 @@ def make_extractor(modality: str, *, audio_set: str | None = None,
                                  f"({diff}); re-extract the features with this version")
         return task
     if modality == "audio":
-        return cls(audio_set)
-    return cls(face_encoders, fps=fps, vggface_weights=weights)
+        return extractor_class("audio")(audio_set)
+    if face_tracks:
+        from .face.tracks import TRACK_FPS
+
+        return extractor_class("face_tracks")(fps=track_fps or TRACK_FPS)
+    return extractor_class("face")(face_encoders, fps=fps, vggface_weights=weights)
 
 
 def _differences(have: dict, want: dict) -> str:
@@ -107,6 +127,7 @@ def _differences(have: dict, want: dict) -> str:
 def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
                      audio_set: str | None = None, face_encoders=FACE_ENCODERS,
                      fps: float = FRAME_RATE, vggface_weights: str | None = None,
+                     face_tracks=None, track_fps: float | None = None,
                      extractors: dict | None = None,
                      n_jobs: int | None = -1, cache_dir=None,
                      backend: str = "loky", scheduler: str | None = None,
@@ -144,6 +165,15 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
     vggface_weights : path or None
         keras-vggface ResNet-50 weights for the ``vggface`` encoder (default
         ``$MER_VGGFACE_WEIGHTS``).
+    face_tracks : path, sequence of paths or None
+        Files or folders of per-frame face landmark tracks
+        (:mod:`mer_pipeline.face.tracks`: long tables, OpenFace 2 CSVs, plain
+        per-clip tables). Given, the face features come from the tracks (joined
+        to clips by recording) instead of the videos; a clip without a track
+        has no face features. Track files that cannot be read are listed in
+        ``failures.csv`` (stage ``tracks``).
+    track_fps : float or None
+        Frame rate of tracks whose files record no timestamps (default 29.97).
     extractors : dict or None
         Modality → extractor to use instead of building one from the options
         above (scoring passes those rebuilt from a model's recorded settings).
@@ -175,11 +205,23 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
         where = "; ".join(scan_failures["path"].head(3)) if len(scan_failures) else ""
         raise ParameterError("no clips found" + (f" (unparsed: {where})" if where else "")
                              + f"; nothing written to {out_dir}")
+    unmatched = None
+    if face_tracks is not None:
+        from .face.tracks import attach_tracks, track_index
+
+        index, problems = track_index(face_tracks)
+        manifest, unmatched = attach_tracks(manifest, index)
+        scan_failures = pd.concat([scan_failures, pd.DataFrame(
+            {"clip_id": "", "path": problems["path"], "stage": "tracks",
+             "error": problems["reason"]})], ignore_index=True) if len(problems) else \
+            scan_failures
     if extractors is None:
+        inputs = {"audio": ["audio_path"],
+                  "face": ["face_track"] if face_tracks is not None else ["video_path"]}
         if isinstance(modalities, str) and modalities == "auto":
             modalities = [m for m in MODALITIES
-                          if PATH_COLUMNS[m] in manifest.columns
-                          and (manifest[PATH_COLUMNS[m]] != "").any()] or ["audio"]
+                          if any(c in manifest.columns and (manifest[c] != "").any()
+                                 for c in inputs[m])] or ["audio"]
         if not modalities:
             raise ParameterError(f"no modality asked for; available: {', '.join(MODALITIES)}")
         unknown = [m for m in modalities if m not in MODALITIES]
@@ -187,7 +229,9 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
             raise ParameterError(f"unknown modality {unknown[0]!r}; "
                                  f"available: {', '.join(MODALITIES)}")
         extractors = {m: make_extractor(m, audio_set=audio_set, face_encoders=face_encoders,
-                                        fps=fps, vggface_weights=vggface_weights)
+                                        fps=fps, vggface_weights=vggface_weights,
+                                        face_tracks=face_tracks is not None,
+                                        track_fps=track_fps)
                       for m in MODALITIES if m in modalities}
     for task in extractors.values():  # fail early: unknown sets or encoders, missing weights
         task.params()
@@ -204,7 +248,7 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
     failures = [scan_failures]
     record: dict = {}
     for modality, task in extractors.items():
-        path_col = PATH_COLUMNS[modality]
+        path_col = task.path_column
         subset = manifest[manifest[path_col] != ""] if path_col in manifest.columns \
             else manifest.iloc[:0]
         run = map_clips(task, subset, desc=f"{modality} features", **kw)
@@ -216,6 +260,8 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
         n_ok = int(table[feature_columns(table)].notna().any(axis=1).sum()) if len(table) else 0
         entry = {"extractor": task.name, "version": str(task.version), "params": task.params(),
                  "clips": int(len(subset)), "clips_with_features": n_ok}
+        if path_col == "face_track" and unmatched is not None:
+            entry["tracks_without_clip"] = len(unmatched)
         total.modalities[modality] = entry
         if not len(table):  # no clip yielded a row: no table, later steps see no such modality
             record[modality] = {**entry, "table": None}
@@ -227,7 +273,7 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
         frames = _write_frames(run.values, out / _schema.FRAME_TABLES[modality], modality)
         written.append(frames)
         files = {"table": name, "frames": frames.name}
-        if modality == "face":
+        if any(v.records for v in run.values.values()):
             written.append(_write_detections(run.values, out / _schema.DETECTION_TABLE))
             files["detections"] = _schema.DETECTION_TABLE
         record[modality] = {**entry, **files}

@@ -23,6 +23,7 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -69,7 +70,9 @@ class ClipTask(Protocol):
         """Parameters that change the result (part of the cache key)."""
 
     def inputs(self, row: dict) -> list[str]:
-        """Files the result depends on (their content is hashed into the key)."""
+        """Files the result depends on (their content is hashed into the key). A task
+        whose clips share a file (a track file of many recordings) also defines
+        ``fingerprint(row) -> str``, which part of it is the clip's."""
 
     def __call__(self, clip_id: str, row: dict) -> ClipOutcome:
         """Compute one clip; record failures in the outcome instead of raising."""
@@ -111,6 +114,18 @@ def file_sha256(path, *, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+@lru_cache(maxsize=256)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    """SHA-256 of a file, remembered while its size and modification time stay the same
+    (a track file shared by 60 clips is hashed once per process, not 60 times)."""
+    return file_sha256(path)
+
+
+def _digest(path) -> str:
+    stat = os.stat(path)
+    return _file_digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
 def _cache_key(task, row) -> str:
     h = hashlib.sha256()
     h.update(task.name.encode())
@@ -118,9 +133,12 @@ def _cache_key(task, row) -> str:
     h.update(json.dumps(task.params(), sort_keys=True, default=str).encode())
     for path in task.inputs(row):
         try:
-            h.update(file_sha256(path).encode())
+            h.update(_digest(path).encode())
         except OSError:
             h.update(f"unreadable:{path}".encode())
+    fingerprint = getattr(task, "fingerprint", None)
+    if fingerprint is not None:  # which part of a shared input is this clip's
+        h.update(f"part:{fingerprint(row)}".encode())
     return h.hexdigest()
 
 

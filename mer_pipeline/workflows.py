@@ -40,7 +40,8 @@ def evaluate_features(features, *, cv: str = "actor", folds: int = 5, report_dir
                       model: str | None = None, speaker_norm: bool = True,
                       random_comparison: bool = True, seed: int = 0,
                       n_jobs: int | None = None, estimator=None,
-                      fusion: str = "auto") -> EvaluationResult:
+                      fusion: str = "auto",
+                      presentations=("balanced_batch", "single_clip")) -> EvaluationResult:
     """Cross-validate the package's classifier on a feature table and report.
 
     Parameters
@@ -67,6 +68,11 @@ def evaluate_features(features, *, cv: str = "actor", folds: int = 5, report_dir
         Folds fitted in parallel.
     estimator : classifier or None
         Evaluate this estimator instead of building one.
+    presentations : sequence of str
+        How each fold's test clips are shown to its model
+        (:data:`mer_pipeline.evaluation.PRESENTATIONS`): by default both a
+        balanced batch per test speaker (the headline figure) and each clip
+        alone, measured on the same fits.
 
     Returns
     -------
@@ -81,7 +87,7 @@ def evaluate_features(features, *, cv: str = "actor", folds: int = 5, report_dir
     groups = table["group"].to_numpy() if "group" in table.columns else None
     y = table["emotion"].to_numpy()
     result = cross_validate_model(estimator, table, y, groups=groups, protocol=cv, folds=folds,
-                                  seed=seed, n_jobs=n_jobs)
+                                  seed=seed, n_jobs=n_jobs, presentations=presentations)
     if cv != "random" and random_comparison:
         result.comparison = cross_validate_model(estimator, table, y, groups=groups,
                                                  protocol="random", folds=folds, seed=seed,
@@ -111,7 +117,7 @@ def train_and_save(features, out: str | os.PathLike, *, model: str | None = None
         The ``.joblib`` artifact (metadata beside it).
     model : str or None
         ``EmotionClassifier(model=...)``; ``None`` for its default.
-    fusion : {"auto", "none", "late", "concat", "gated", "cross_attention"}
+    fusion : {"auto", "none", "late", "concat", "gated", "cross_attention", "sequence"}
     cv_folds : int or None
         Run actor-grouped CV first and keep its figures in the metadata
         (``None`` or 0 skips it).
@@ -154,6 +160,7 @@ def _extractors(meta: dict, columns, vggface_weights) -> dict:
         entry = recorded.get(modality) or {}
         if entry.get("params") is not None:
             out[modality] = make_extractor(modality, params=entry["params"],
+                                           extractor=entry.get("extractor"),
                                            vggface_weights=vggface_weights)
             continue
         warnings.warn(f"the model records no {modality} extraction settings (it was trained on "
@@ -165,20 +172,18 @@ def _extractors(meta: dict, columns, vggface_weights) -> dict:
     return out
 
 
-def _unscorable(scan, extractors) -> pd.DataFrame:
+def _unscorable(clips: pd.DataFrame, extractors) -> pd.DataFrame:
     """Failure rows for media clips that carry none of the modalities the model uses."""
-    from .features import PATH_COLUMNS
     from .parallel import FAILURE_COLUMNS
 
-    clips = scan.clips
     has = pd.Series(False, index=clips.index)
-    for modality in extractors:
-        col = PATH_COLUMNS[modality]
-        if col in clips.columns:
-            has |= clips[col] != ""
+    for task in extractors.values():
+        if task.path_column in clips.columns:
+            has |= clips[task.path_column] != ""
+    what = " or ".join("face track" if t.path_column == "face_track" else f"{m} stream"
+                       for m, t in extractors.items())
     rows = [{"clip_id": cid, "path": r.get("audio_path") or r.get("video_path") or "",
-             "stage": "score",
-             "error": f"the clip has no {' or '.join(extractors)} stream, the model's input"}
+             "stage": "score", "error": f"the clip has no {what}, the model's input"}
             for cid, r in clips[~has].iterrows()]
     return pd.DataFrame(rows, columns=FAILURE_COLUMNS)
 
@@ -195,7 +200,8 @@ def _nothing_to_score(failures: pd.DataFrame) -> str:
 def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLike | None = None,
                  trust: bool = False, cache_dir=None, n_jobs: int | None = -1,
                  backend: str = "loky", scheduler: str | None = None, progress: bool = True,
-                 retry_failed: bool = False, vggface_weights: str | None = None):
+                 retry_failed: bool = False, vggface_weights: str | None = None,
+                 face_tracks=None):
     """Score feature CSVs and/or media files and folders with a saved model.
 
     Parameters
@@ -224,6 +230,10 @@ def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLik
     vggface_weights : path or None
         For a model trained on ``vggface`` face features (default
         ``$MER_VGGFACE_WEIGHTS``); its digest must match the one recorded.
+    face_tracks : path, sequence of paths or None
+        Landmark tracks of the media's recordings, for a model whose face
+        features came from tracks (:mod:`mer_pipeline.face.tracks`). Without
+        them such a model predicts those clips from their audio, with a warning.
 
     Returns
     -------
@@ -265,7 +275,27 @@ def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLik
     if media:
         scan = discover(media, require_labels=False)
         extractors = _extractors(meta, columns, vggface_weights)
-        failures.append(_unscorable(scan, extractors))
+        clips = scan.clips
+        if any(t.path_column == "face_track" for t in extractors.values()):
+            if face_tracks is None:
+                warnings.warn("the model's face features come from landmark tracks and no "
+                              "tracks were given (--face-tracks): clips are predicted from "
+                              "their other modalities", stacklevel=2)
+                extractors = {m: t for m, t in extractors.items()
+                              if t.path_column != "face_track"}
+            else:
+                from .face.tracks import attach_tracks, track_index
+
+                index, problems = track_index(face_tracks)
+                clips, _ = attach_tracks(clips, index)
+                if len(problems):
+                    failures.append(pd.DataFrame({"clip_id": "", "path": problems["path"],
+                                                  "stage": "tracks",
+                                                  "error": problems["reason"]}))
+        if not extractors:
+            raise FeatureTableError("the model's inputs cannot be extracted from these media")
+        scan = type(scan)(clips=clips, unparsed=scan.unparsed)
+        failures.append(_unscorable(clips, extractors))
         cache = cache_dir or default_cache_dir(FEATURES_DIR)
         with tempfile.TemporaryDirectory() as tmp:
             _, run = extract_features(scan, tmp, extractors=extractors,

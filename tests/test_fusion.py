@@ -268,3 +268,18 @@ def test_train_save_score_roundtrip_with_frames_and_missing_modalities(tmp_path)
     model_path.write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match="does not match its metadata"):
         score_inputs(model_path, [tmp_path / "test"])
+
+
+def test_sequence_model_learns_from_frames_and_handles_missing_modalities():
+    train, test = split(make_table())
+    clf = MultimodalEmotionClassifier(fusion="sequence", **FAST).fit(train, train["emotion"])
+    assert clf.sequences_ == {"audio": True, "face": True}
+    proba = clf.predict_proba(test)
+    assert proba.shape == (len(test), 3) and np.allclose(proba.sum(axis=1), 1)
+    # the audio frames tell class 0 apart, the face frames class 1: together all three
+    assert np.mean(clf.predict(test) == test["emotion"]) > 0.8
+    face_only = drop_audio(test)
+    assert set(clf.modalities_used(face_only)) == {"face"}
+    assert np.isfinite(clf.predict_proba(face_only)).all()
+    again = MultimodalEmotionClassifier(fusion="sequence", **FAST).fit(train, train["emotion"])
+    assert np.allclose(again.predict_proba(test), proba)  # seeded, deterministic

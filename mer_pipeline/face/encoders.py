@@ -226,16 +226,19 @@ class LandmarkEncoder:
     def encode_faces(self, faces: "FaceCrops") -> np.ndarray:
         if faces.landmarks is None:
             raise ParameterError("the landmarks encoder needs face_crops(..., landmarks=True)")
-        rows = []
-        for points in faces.landmarks:
-            pts = normalise_landmarks(points)
-            y = pts[:, 1]
-            extra = [y[66] - y[62], pts[54, 0] - pts[48, 0],
-                     pts[36:42, 1].mean() - y[17:22].mean(), pts[42:48, 1].mean() - y[22:27].mean(),
-                     y[40:42].mean() - y[37:39].mean(), y[46:48].mean() - y[43:45].mean(),
-                     y[8] - y[33]]
-            rows.append(np.concatenate([pts.reshape(-1), extra]))
-        return np.asarray(rows, dtype=np.float32).reshape(-1, len(self.feature_names()))
+        points = np.asarray(faces.landmarks, dtype=np.float64).reshape(-1, 68, 2)
+        if not len(points):
+            return np.empty((0, len(self.feature_names())), np.float32)
+        pts = normalise_landmarks(points)  # all frames in one pass
+        x, y = pts[:, :, 0], pts[:, :, 1]
+        extra = np.column_stack([
+            y[:, 66] - y[:, 62], x[:, 54] - x[:, 48],
+            y[:, 36:42].mean(axis=1) - y[:, 17:22].mean(axis=1),
+            y[:, 42:48].mean(axis=1) - y[:, 22:27].mean(axis=1),
+            y[:, 40:42].mean(axis=1) - y[:, 37:39].mean(axis=1),
+            y[:, 46:48].mean(axis=1) - y[:, 43:45].mean(axis=1),
+            y[:, 8] - y[:, 33]])
+        return np.hstack([pts.reshape(len(pts), -1), extra]).astype(np.float32)
 
 
 @lru_cache(maxsize=2)

@@ -11,25 +11,53 @@ from ..exceptions import NoFaceError
 from .crops import face_crops
 from .encoders import make_encoder
 
-__all__ = ["FaceFeatureExtractor", "pool_frames"]
+__all__ = ["FaceFeatureExtractor", "pool_frames", "POOL_STATS"]
 
 
-def pool_frames(features: np.ndarray, names: list[str]) -> dict:
-    """Per-clip statistics of frame features: mean, std, max and mean absolute change.
+#: The statistics :func:`pool_frames` computes by default (the video path's).
+POOL_STATS = ("mean", "std", "max", "delta")
 
-    A one-frame clip (a still image) has std and change 0.
+
+def pool_frames(features: np.ndarray, names: list[str], *, stats=POOL_STATS,
+                segments: int = 0) -> dict:
+    """Per-clip statistics of frame features.
+
+    Parameters
+    ----------
+    features : np.ndarray, shape (n_frames, n_features)
+    names : list of str
+    stats : sequence of {"mean", "std", "max", "min", "p10", "p90", "delta"}
+        ``delta`` is the mean absolute change between consecutive frames; ``p10``/``p90``
+        the 10th/90th percentiles (robust to a few badly tracked frames).
+    segments : int
+        Also the mean over each of this many consecutive parts of the clip (onset,
+        apex, offset for 3), named ``<feature>_seg<k>_mean``.
+
+    Returns
+    -------
+    dict
+        ``<feature>_<stat>`` → value. A one-frame clip (a still image) has std and
+        change 0, and each segment its one frame.
     """
     features = np.asarray(features, dtype=np.float64)
-    out = {}
-    stats = {
-        "mean": features.mean(axis=0),
-        "std": features.std(axis=0),
-        "max": features.max(axis=0),
-        "delta": (np.abs(np.diff(features, axis=0)).mean(axis=0) if len(features) > 1
-                  else np.zeros(features.shape[1])),
+    n = len(features)
+    compute = {
+        "mean": lambda: features.mean(axis=0),
+        "std": lambda: features.std(axis=0),
+        "max": lambda: features.max(axis=0),
+        "min": lambda: features.min(axis=0),
+        "p10": lambda: np.percentile(features, 10, axis=0),
+        "p90": lambda: np.percentile(features, 90, axis=0),
+        "delta": lambda: (np.abs(np.diff(features, axis=0)).mean(axis=0) if n > 1
+                          else np.zeros(features.shape[1])),
     }
-    for stat, values in stats.items():
-        out.update({f"{n}_{stat}": float(v) for n, v in zip(names, values)})
+    out = {}
+    for stat in stats:
+        values = compute[stat]()
+        out.update({f"{name}_{stat}": float(v) for name, v in zip(names, values)})
+    for k, rows in enumerate(np.array_split(np.arange(n), segments) if segments else [], 1):
+        values = features[rows].mean(axis=0) if len(rows) else features.mean(axis=0)
+        out.update({f"{name}_seg{k}_mean": float(v) for name, v in zip(names, values)})
     return out
 
 
@@ -75,6 +103,8 @@ class FaceFeatureExtractor:
     """
 
     name = "face"
+    modality = "face"
+    path_column = "video_path"
     # 2: detection on frames scaled to a 240 px short side; 3: OpenCV grey;
     # 4: eye-aligned crops, mirrored-crop averaging, Procrustes landmarks, frame records;
     # 5: the value is a ClipFeatures

@@ -6,7 +6,7 @@ import numpy as np
 from ..exceptions import ParameterError
 from ._mean_face import MEAN_FACE_68
 
-__all__ = ["ALIGNED_EYES", "eye_alignment", "similarity_fit", "mean_shape",
+__all__ = ["ALIGNED_EYES", "eye_alignment", "similarity_fit", "batch_similarity", "mean_shape",
            "normalise_landmarks", "LEFT_EYE", "RIGHT_EYE"]
 
 #: The two eyes among dlib's 68 landmarks (the subject's right eye, on the image's left, first).
@@ -135,16 +135,60 @@ def normalise_landmarks(points: np.ndarray, reference: np.ndarray | None = None)
 
     Parameters
     ----------
-    points : np.ndarray, shape (68, 2)
+    points : np.ndarray, shape (68, 2) or (n, 68, 2)
+        One face, or a track of faces (each aligned on its own, in one pass).
     reference : np.ndarray, shape (68, 2) or None
         Default :data:`MEAN_FACE_68`, the mean of 6,000 FER2013 faces (centred,
         eyes level, inter-ocular distance 1), so outputs are in inter-ocular units.
 
     Returns
     -------
-    np.ndarray, shape (68, 2)
+    np.ndarray, shape as ``points``
     """
     points = np.asarray(points, dtype=np.float64)
-    if points.shape != (68, 2):
-        raise ParameterError(f"landmarks must be (68, 2); got {points.shape}")
-    return similarity_fit(points, MEAN_FACE_68 if reference is None else reference)
+    if points.shape[-2:] != (68, 2) or points.ndim not in (2, 3):
+        raise ParameterError(f"landmarks must be (68, 2) or (n, 68, 2); got {points.shape}")
+    ref = MEAN_FACE_68 if reference is None else reference
+    if points.ndim == 2:
+        return similarity_fit(points, ref)
+    return batch_similarity(points, ref)[0]
+
+
+def batch_similarity(points: np.ndarray, reference: np.ndarray = MEAN_FACE_68):
+    """Least-squares similarity of each frame's points onto ``reference`` (Umeyama, no
+    reflections), for a whole track at once.
+
+    Parameters
+    ----------
+    points : np.ndarray, shape (n, k, 2)
+    reference : np.ndarray, shape (k, 2)
+
+    Returns
+    -------
+    shapes : np.ndarray, shape (n, k, 2)
+        The points moved, turned and scaled onto the reference (the shape, pose removed).
+    angle : np.ndarray, shape (n,)
+        Rotation (radians) that levels each frame: the head's roll, sign reversed.
+    scale : np.ndarray, shape (n,)
+        Scale applied (reference units per pixel): smaller when the face is larger.
+    centre : np.ndarray, shape (n, 2)
+        Centroid of each frame's points, in pixels.
+    """
+    p = np.asarray(points, dtype=np.float64)
+    ref = np.asarray(reference, dtype=np.float64)
+    centre = p.mean(axis=1)
+    a = p - centre[:, None, :]
+    b = ref - ref.mean(axis=0)
+    cov = np.einsum("nki,kj->nij", a, b)
+    u, sv, vt = np.linalg.svd(cov)
+    det = np.sign(np.linalg.det(u @ vt))
+    det[det == 0] = 1.0
+    d = np.zeros((len(p), 2, 2))
+    d[:, 0, 0] = 1.0
+    d[:, 1, 1] = det
+    rot = u @ d @ vt
+    scale = (sv * np.stack([np.ones(len(p)), det], axis=1)).sum(axis=1) / np.maximum(
+        (a ** 2).sum(axis=(1, 2)), 1e-12)
+    shapes = np.einsum("nki,nij->nkj", a, rot) * scale[:, None, None] + ref.mean(axis=0)
+    angle = np.arctan2(rot[:, 0, 1], rot[:, 0, 0])
+    return shapes, angle, scale, centre

@@ -32,6 +32,10 @@ Fusion strategies (parameter ``fusion``):
     descriptors at 25 frames/s, the face's per-frame embeddings at 3 frames/s)
     attends, with multi-head attention, over the other's, then is pooled by a
     learned attention over time.
+``"sequence"``
+    A temporal model over the frame sequences alone: a bidirectional GRU per
+    modality, its outputs' mean and maximum over time, the modalities side by
+    side. The alternative to pooled statistics (it works on one modality too).
 
 Missing modality: a clip whose features for a modality are all missing (no
 audio track, no video, no face found) is predicted from the modalities it
@@ -62,7 +66,7 @@ def build_estimator(table=None, *, fusion: str = "auto", model: str | None = Non
     ----------
     table : pandas.DataFrame or None
         The feature table (only its columns are looked at, for ``"auto"``).
-    fusion : {"auto", "none", "late", "concat", "gated", "cross_attention"}
+    fusion : {"auto", "none", "late", "concat", "gated", "cross_attention", "sequence"}
         ``"auto"``: :class:`MultimodalEmotionClassifier` with ``late`` fusion
         when the table has audio and face features, otherwise
         :class:`~mer_pipeline.ensemble.EmotionClassifier`. ``"none"``:

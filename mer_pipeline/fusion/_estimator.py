@@ -16,13 +16,13 @@ from ..speaker import NO_GROUP, check_features, record_features, split_groups
 from ._common import FusionContext, ModalityData, ModalityScaler
 from ._concat import ConcatFusion
 from ._late import META_LEARNERS, LateFusion
-from ._networks import CrossAttentionFusion, GatedFusion
+from ._networks import CrossAttentionFusion, GatedFusion, SequenceFusion
 
 __all__ = ["MultimodalEmotionClassifier", "STRATEGIES", "FUSIONS", "META_LEARNERS"]
 
 #: ``fusion=`` name → strategy class: a new strategy is one module plus one line here.
 STRATEGIES: dict = {"late": LateFusion, "concat": ConcatFusion, "gated": GatedFusion,
-                    "cross_attention": CrossAttentionFusion}
+                    "cross_attention": CrossAttentionFusion, "sequence": SequenceFusion}
 FUSIONS = tuple(STRATEGIES)
 
 
@@ -31,7 +31,7 @@ class MultimodalEmotionClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    fusion : {"late", "concat", "gated", "cross_attention"}, default="late"
+    fusion : {"late", "concat", "gated", "cross_attention", "sequence"}, default="late"
         How the modalities are fused (see the module docstring).
     estimator : classifier or None, default=None
         The classifier of each modality (``late``) or of the fused features

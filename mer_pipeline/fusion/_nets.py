@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["AttentionPool", "FusionNet", "train", "predict_proba"]
+__all__ = ["AttentionPool", "FusionNet", "SequenceNet", "train", "predict_proba"]
 
 
 class AttentionPool(nn.Module):
@@ -113,6 +113,57 @@ class FusionNet(nn.Module):
             pooled = self.pool[j](self.norm[j](q + ctx), qmask)
             a = avail[:, [j]]
             parts += [a * self.vec[j](vecs[j]) + (1 - a) * self.missing[j], a * pooled]
+        return self.head(torch.cat(parts, 1))
+
+
+class SequenceNet(nn.Module):
+    """A temporal classifier over each modality's frame sequence (the ``sequence`` fusion).
+
+    Per modality: a linear projection of each frame, a bidirectional GRU over the
+    real frames (packed, so padding never enters it), and the mean and maximum of
+    its outputs over time; a learned vector stands in for a modality the clip lacks.
+    The head reads the modalities' summaries side by side. It sees only the frames:
+    the pooled statistics and the modalities' own classifiers are not inputs.
+
+    Parameters
+    ----------
+    dims : list of (int, int)
+        Per modality: vector width (unused), token width.
+    n_classes, hidden : int
+    dropout : float
+    """
+
+    def __init__(self, dims, n_classes, hidden, dropout):
+        super().__init__()
+        k = len(dims)
+        half = max(1, hidden // 2)
+        self.proj = nn.ModuleList(nn.Sequential(nn.Linear(dt, hidden), nn.GELU(),
+                                                nn.Dropout(dropout)) for _, dt in dims)
+        self.gru = nn.ModuleList(nn.GRU(hidden, half, batch_first=True, bidirectional=True)
+                                 for _ in dims)
+        self.missing = nn.Parameter(torch.zeros(k, 4 * half))
+        self.head = nn.Sequential(nn.LayerNorm(4 * half * k), nn.Dropout(dropout),
+                                  nn.Linear(4 * half * k, n_classes))
+
+    def _summary(self, j, tokens, mask):
+        x = self.proj[j](tokens)
+        lengths = mask.sum(1).clamp(min=1)
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True,
+                                                   enforce_sorted=False)
+        out, _ = self.gru[j](packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True,
+                                                  total_length=tokens.shape[1])
+        m = (torch.arange(tokens.shape[1])[None, :] < lengths[:, None]).unsqueeze(-1)
+        mean = (out * m).sum(1) / lengths[:, None]
+        peak = out.masked_fill(~m, float("-inf")).max(1).values
+        return torch.cat([mean, peak], 1)
+
+    def forward(self, vecs, toks, masks, avail):
+        parts = []
+        for j in range(len(toks)):
+            a = avail[:, [j]]
+            h = self._summary(j, toks[j], masks[j])
+            parts.append(a * h + (1 - a) * self.missing[j])
         return self.head(torch.cat(parts, 1))
 
 

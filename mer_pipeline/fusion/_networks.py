@@ -16,12 +16,20 @@ from ..exceptions import FeatureTableError
 from ._common import (FusionContext, ModalityData, ModalityEvidence, ModalityPCA, SequenceScaler,
                       pca_fit)
 
-__all__ = ["GatedFusion", "CrossAttentionFusion"]
+__all__ = ["GatedFusion", "CrossAttentionFusion", "SequenceFusion"]
 
 
 class _NetworkFusion:
     kind = ""
     uses_sequences = True
+    uses_evidence = True
+
+    def _build(self, dims):
+        from . import _nets
+
+        p = self.ctx.p
+        return _nets.FusionNet(self.kind, dims, self.ctx.n_classes, p.hidden_size, p.n_heads,
+                               p.dropout)
 
     def __init__(self, ctx: FusionContext):
         self.ctx = ctx
@@ -110,6 +118,9 @@ class _NetworkFusion:
         return {m: np.hstack([np.where(data.avail[:, [j]], evidence[m] - evidence[m].mean(
             axis=1, keepdims=True), 0.0), R[m]]) for j, m in enumerate(self.ctx.modalities)}
 
+    def _evidence_on(self) -> bool:
+        return bool(self.uses_evidence and self.ctx.p.net_evidence)
+
     # -- fit / predict -------------------------------------------------------
     def fit(self, data: ModalityData, codes) -> "_NetworkFusion":
         import torch
@@ -118,7 +129,7 @@ class _NetworkFusion:
 
         ctx, p = self.ctx, self.ctx.p
         evidence = None
-        if p.net_evidence:
+        if self._evidence_on():
             self.evidence_ = ModalityEvidence(ctx).fit(data, codes)
             evidence = self.evidence_.oof_
         self.pca_ = ModalityPCA(ctx).fit(data.Z, data.avail)
@@ -130,8 +141,7 @@ class _NetworkFusion:
         seed = 0 if p.random_state is None else int(p.random_state)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            net = _nets.FusionNet(self.kind, dims, ctx.n_classes, p.hidden_size, p.n_heads,
-                                  p.dropout)
+            net = self._build(dims)
             _nets.train(net, R, tokens, data.avail, codes, ctx.modalities, epochs=p.epochs,
                         batch_size=p.batch_size, lr=p.learning_rate,
                         weight_decay=p.weight_decay, modality_dropout=p.modality_dropout,
@@ -144,7 +154,7 @@ class _NetworkFusion:
 
         R = self.pca_.transform(data.Z, data.avail)
         tokens = self._tokens(data, R)
-        evidence = self.evidence_.log_proba(data) if self.ctx.p.net_evidence else None
+        evidence = self.evidence_.log_proba(data) if self._evidence_on() else None
         R = self._vectors(data, R, evidence)
         return _nets.predict_proba(self.net_, R, tokens, data.avail, self.ctx.modalities)
 
@@ -161,3 +171,20 @@ class CrossAttentionFusion(_NetworkFusion):
     pooled by a learned attention over time."""
 
     kind = "cross_attention"
+
+
+class SequenceFusion(_NetworkFusion):
+    """A temporal model: a bidirectional GRU over each modality's frames (speaker-
+    standardised, reduced by PCA), summarised by its mean and maximum over time, the
+    modalities side by side (:class:`~mer_pipeline.fusion._nets.SequenceNet`). It learns
+    from the frame sequences alone, beside the pooled statistics the other strategies
+    use; a modality without frames enters as its PCA vector, one step long."""
+
+    kind = "sequence"
+    uses_evidence = False
+
+    def _build(self, dims):
+        from . import _nets
+
+        p = self.ctx.p
+        return _nets.SequenceNet(dims, self.ctx.n_classes, p.hidden_size, p.dropout)
