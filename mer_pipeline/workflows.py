@@ -149,7 +149,7 @@ def train_and_save(features, out: str | os.PathLike, *, model: str | None = None
     return estimator, read_metadata(path)
 
 
-def _extractors(meta: dict, columns, vggface_weights) -> dict:
+def _extractors(meta: dict, columns, vggface_weights, whisper_model=None) -> dict:
     """The model's extractors, rebuilt from its recorded settings (per modality it uses)."""
     from .features import make_extractor
     from .scoring import face_encoders_of, feature_set_of
@@ -161,14 +161,16 @@ def _extractors(meta: dict, columns, vggface_weights) -> dict:
         if entry.get("params") is not None:
             out[modality] = make_extractor(modality, params=entry["params"],
                                            extractor=entry.get("extractor"),
-                                           vggface_weights=vggface_weights)
+                                           vggface_weights=vggface_weights,
+                                           whisper_model=whisper_model)
             continue
         warnings.warn(f"the model records no {modality} extraction settings (it was trained on "
                       "a table without features.json): extracting with the defaults for its "
                       "feature sets", stacklevel=3)
         out[modality] = make_extractor(modality, audio_set=feature_set_of(columns) or None,
                                        face_encoders=face_encoders_of(columns) or ("expression",),
-                                       vggface_weights=vggface_weights)
+                                       vggface_weights=vggface_weights,
+                                       whisper_model=whisper_model)
     return out
 
 
@@ -201,7 +203,7 @@ def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLik
                  trust: bool = False, cache_dir=None, n_jobs: int | None = -1,
                  backend: str = "loky", scheduler: str | None = None, progress: bool = True,
                  retry_failed: bool = False, vggface_weights: str | None = None,
-                 face_tracks=None):
+                 face_tracks=None, whisper_model: str | None = None):
     """Score feature CSVs and/or media files and folders with a saved model.
 
     Parameters
@@ -230,6 +232,9 @@ def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLik
     vggface_weights : path or None
         For a model trained on ``vggface`` face features (default
         ``$MER_VGGFACE_WEIGHTS``); its digest must match the one recorded.
+    whisper_model : path or None
+        Whisper weights, for a model trained on the ``whisper`` audio set with
+        weights other than the installed package's (only their digest is recorded).
     face_tracks : path, sequence of paths or None
         Landmark tracks of the media's recordings, for a model whose face
         features came from tracks (:mod:`mer_pipeline.face.tracks`). Without
@@ -274,7 +279,7 @@ def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLik
     detections = None
     if media:
         scan = discover(media, require_labels=False)
-        extractors = _extractors(meta, columns, vggface_weights)
+        extractors = _extractors(meta, columns, vggface_weights, whisper_model)
         clips = scan.clips
         if any(t.path_column == "face_track" for t in extractors.values()):
             if face_tracks is None:

@@ -28,7 +28,8 @@ def test_set_sizes(name, n):
 
 def test_default_set_and_combination():
     parts = resolve_set("default")
-    assert parts == resolve_set(None) and len(parts) >= 2
+    assert parts == resolve_set(None) == ("whisper",)
+    assert resolve_set("classical") == ("egemaps", "compare", "librosa")
     combo = audio_features(signal(), 16000, "egemaps+librosa")
     assert len(combo) == 88 + len(audio_features(signal(), 16000, "librosa"))
     assert "default" in available_sets()

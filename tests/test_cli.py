@@ -119,6 +119,7 @@ def test_train_and_score_a_multimodal_features_folder(tmp_path, capsys):
 def test_features_lists_the_sets_without_data(capsys):
     assert main(["features", "--list-sets"]) == 0
     out = capsys.readouterr().out
-    assert "default: = egemaps+compare+librosa" in out and "seed45:" in out
+    assert "default: = whisper" in out and "seed45:" in out
+    assert "classical: = egemaps+compare+librosa" in out
     assert main(["features"]) == 1
     assert "needs DATA" in capsys.readouterr().err

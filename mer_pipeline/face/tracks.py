@@ -137,16 +137,26 @@ def _layout(columns, path: Path) -> str:
                      "and no file-name column (fname)")
 
 
-def _track(name: str, table: pd.DataFrame, path: Path) -> Track:
-    xs, ys = _point_columns(table.columns)
+def _numeric(table: pd.DataFrame, cols) -> np.ndarray:
+    values = table[cols]
+    if all(pd.api.types.is_numeric_dtype(t) for t in values.dtypes):
+        return values.to_numpy(np.float64)
+    return values.apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)
+
+
+def _track(name: str, table: pd.DataFrame, path: Path, arrays: dict | None = None) -> Track:
+    """One recording's track from its rows (``arrays``: the columns already numeric)."""
     frame_col = "frame_ct" if "frame_ct" in table.columns else "frame"
-    table = table.sort_values(frame_col, kind="stable")
-    frame = pd.to_numeric(table[frame_col], errors="coerce").to_numpy()
-    pts = np.stack([table[xs].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64),
-                    table[ys].apply(pd.to_numeric, errors="coerce").to_numpy(np.float64)],
-                   axis=-1)
+    if arrays is None:
+        xs, ys = _point_columns(table.columns)
+        arrays = {"frame": pd.to_numeric(table[frame_col], errors="coerce").to_numpy(),
+                  "x": _numeric(table, xs), "y": _numeric(table, ys)}
+    order = np.argsort(arrays["frame"], kind="stable")
+    frame = arrays["frame"][order]
+    pts = np.stack([arrays["x"][order], arrays["y"][order]], axis=-1)
     if not np.isfinite(frame).all():
         raise TrackError(f"{path}: track {name}: frame numbers that are not numbers")
+    table = table.iloc[order]
     success = np.isfinite(pts).all(axis=(1, 2))
     if "success" in table.columns:
         success &= pd.to_numeric(table["success"], errors="coerce").fillna(0).to_numpy() > 0
@@ -157,9 +167,7 @@ def _track(name: str, table: pd.DataFrame, path: Path) -> Track:
         if ok.sum() > 2 and np.ptp(t[ok]) > 0:  # over the whole track: timestamps are rounded
             fps = float(round(np.ptp(frame[ok]) / np.ptp(t[ok]), 3))
     extra_names = [c for c in table.columns if _OPENFACE_EXTRA.match(c)]
-    extra = None
-    if extra_names:
-        extra = table[extra_names].apply(pd.to_numeric, errors="coerce").to_numpy(np.float32)
+    extra = _numeric(table, extra_names).astype(np.float32) if extra_names else None
     frame = frame.astype(np.int64)
     keep = np.r_[True, np.diff(frame) > 0] if len(frame) else np.zeros(0, bool)
     return Track(name=name, frame=frame[keep],
@@ -179,9 +187,22 @@ def read_track_file(path: str | os.PathLike) -> dict:
     path = Path(path)
     table = _read_table(path)
     layout = _layout(table.columns, path)
-    if layout == "long":
-        return {str(name): _track(str(name), part, path)
-                for name, part in table.groupby("fname", sort=True)}
+    if layout == "long":  # many recordings: make the columns numeric once, then split
+        xs, ys = _point_columns(table.columns)
+        frame_col = "frame_ct" if "frame_ct" in table.columns else "frame"
+        names = table["fname"].astype(str).to_numpy()
+        cols = {"frame": pd.to_numeric(table[frame_col], errors="coerce").to_numpy(),
+                "x": _numeric(table, xs), "y": _numeric(table, ys)}
+        # the rest (success, timestamps, extras) travels per track; the points do not
+        rest = table[[c for c in table.columns if c in ("success", "timestamp", frame_col)
+                      or _OPENFACE_EXTRA.match(c)]]
+        rest = rest.loc[:, ~rest.columns.duplicated()]
+        out = {}
+        for name in sorted(set(names)):
+            rows = np.flatnonzero(names == name)
+            out[name] = _track(name, rest.iloc[rows], path,
+                               {k: v[rows] for k, v in cols.items()})
+        return out
     if layout == "openface" and "face_id" in table.columns and table["face_id"].nunique() > 1:
         ok = table["success"] if "success" in table.columns else pd.Series(1, index=table.index)
         best = ok.groupby(table["face_id"]).sum().idxmax()
