@@ -48,7 +48,11 @@ def speed(clips, n_clips: int) -> list[dict]:
     from threadpoolctl import threadpool_limits
 
     sample = clips.iloc[np.linspace(0, len(clips) - 1, n_clips).astype(int)]
+    import torch
+
     rows = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the whisper set's torch ops: one thread like the rest
     with threadpool_limits(1):
         for name in SPEED_SETS:
             task = AudioFeatureExtractor(name)
@@ -69,6 +73,7 @@ def speed(clips, n_clips: int) -> list[dict]:
                          "mean_clip_s": audio_s / len(sample),
                          "realtime_factor": audio_s / cpu})
             print(f"speed {name}: {rows[-1]['cpu_ms_per_clip']:.1f} ms CPU/clip", flush=True)
+    torch.set_num_threads(threads)
     return rows
 
 
@@ -186,7 +191,8 @@ def markdown(speed_rows, tput, acc_rows, meta) -> str:
                   "| set | clips/s | wall s |", "|---|---:|---:|"]
         lines += [f"| {r['set']} | {r['clips_per_s']:.1f} | {r['wall_s']:.1f} |" for r in tput]
         lines.append("")
-    lines += ["## Accuracy (actor-grouped 5-fold CV: no actor in train and test)", "",
+    lines += ["## Accuracy (actor-grouped 5-fold CV: no actor in train and test)"
+              + (f", run {meta['accuracy_date']}" if meta.get("accuracy_date") else ""), "",
               "| configuration | features | accuracy (balanced batch) | single clip | macro-F1 "
               "| CV wall s |",
               "|---|---:|---:|---:|---:|---:|"]
@@ -219,6 +225,9 @@ def main(argv=None):
     p.add_argument("--throughput-clips", type=int, default=240)
     p.add_argument("--n-jobs", type=int, default=-1)
     p.add_argument("--quick", action="store_true", help="fewer configurations")
+    p.add_argument("--speed-only", action="store_true",
+                   help="measure the extraction cost again; keep the accuracy rows of the last "
+                        "run (audio.json)")
     args = p.parse_args(argv)
     if not args.data.exists():
         p.error(f"{args.data} not found: this benchmark needs the RAVDESS speech clips")
@@ -230,6 +239,11 @@ def main(argv=None):
                        f"Python {platform.python_version()}"}
     speed_rows = speed(clips, args.speed_clips)
     tput = throughput(clips, args.n_jobs, args.throughput_clips)
+    if args.speed_only:
+        last = json.loads((args.out / "audio.json").read_text())
+        meta["accuracy_date"] = last["meta"].get("accuracy_date", last["meta"]["date"])
+        write(args.out, meta, speed_rows, tput, last["accuracy"])
+        return
     parts = {}
     for fset in ("seed45", "classical", "pitch", "whisper"):
         work = args.work / fset
@@ -240,12 +254,16 @@ def main(argv=None):
         joined = joined.join(parts[fset][_schema.feature_columns(parts[fset])], how="inner")
     tables = {"all": joined}
     acc_rows = accuracy(tables, args.n_jobs, args.quick)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "audio.json").write_text(json.dumps(
+    write(args.out, meta, speed_rows, tput, acc_rows)
+
+
+def write(out: Path, meta, speed_rows, tput, acc_rows) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "audio.json").write_text(json.dumps(
         {"meta": meta, "default_set": DEFAULT_SET, "speed": speed_rows, "throughput": tput,
          "accuracy": acc_rows}, indent=2))
     md = markdown(speed_rows, tput, acc_rows, meta)
-    (args.out / "audio.md").write_text(md)
+    (out / "audio.md").write_text(md)
     print(md)
 
 

@@ -20,6 +20,9 @@ own statistics) and ``single_clip`` (each clip alone: no statistics of its
 speaker, what one clip of a new speaker gets). Models are the package's
 estimators with their defaults; ``--only`` picks rows.
 
+The sequence models' rows run with ``--sequence`` (slow); rows not run keep their
+figures from the last run that had them (``av.json``), marked with that run's date.
+
 Also measured: extraction cost of one recording's track (ms of one core, the
 track already parsed, as a worker sees it).
 """
@@ -58,6 +61,12 @@ def view(table: pd.DataFrame, modalities, *, sequences=False, drop_sets=(), drop
         if sequences and _schema.SEQUENCE_COLUMNS[m] in table.columns:
             keep.append(_schema.SEQUENCE_COLUMNS[m])
     return table[keep]
+
+
+#: the sequence models' rows: slow on 2 cores (the audio GRU over 90 LLD frames a clip takes
+#: about 17 minutes per CV), so they run with --sequence
+SEQUENCE_ROWS = {"face tracks, sequence model (GRU)", "audio, sequence model (GRU over LLDs)",
+                 "sequence model (GRU), both"}
 
 
 def candidates(table):
@@ -128,6 +137,8 @@ def main(argv=None):
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--n-jobs", type=int, default=-1)
     p.add_argument("--only", default="", help="comma-separated row names to run (default all)")
+    p.add_argument("--sequence", action="store_true",
+                   help="also the sequence models' rows (slow: see SEQUENCE_ROWS)")
     args = p.parse_args(argv)
     speech, tracks = args.shared / "ravdess_speech", args.shared / "ravdess_landmarks"
     if not speech.is_dir() or not tracks.is_dir():
@@ -143,7 +154,8 @@ def main(argv=None):
     rows = []
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     for name, inputs, est, X, seeds in candidates(table):
-        if only and name not in only:
+        if (only and name not in only) or (name in SEQUENCE_ROWS and not args.sequence
+                                            and name not in only):
             continue
         t0 = time.perf_counter()
         res = [cross_validate_model(est, X, y, groups=groups, protocol="actor",
@@ -153,6 +165,9 @@ def main(argv=None):
         bal = [r.accuracy for r in res]
         one = [r.presentations["single_clip"].accuracy for r in res]
         rows.append({"model": name, "inputs": inputs, "seeds": list(seeds),
+                     "date": time.strftime("%Y-%m-%d"),
+                     "audio_set": (table.attrs.get("provenance") or {}).get("modalities", {})
+                     .get("audio", {}).get("params", {}).get("feature_set"),
                      "features": len(_schema.feature_columns(X)),
                      "balanced_batch": float(np.mean(bal)), "balanced_batch_sd": float(
                          np.std(bal)), "balanced_per_seed": [round(a, 4) for a in bal],
@@ -171,7 +186,7 @@ def main(argv=None):
             "folds": args.folds, "track_speed": speed}
     args.out.mkdir(parents=True, exist_ok=True)
     previous = {}
-    if only and (args.out / "av.json").is_file():  # keep the rows not re-run
+    if (args.out / "av.json").is_file():  # keep the rows not re-run (e.g. the sequence ones)
         previous = {r["model"]: r for r in json.loads((args.out / "av.json").read_text())
                     ["results"]}
     merged = {**previous, **{r["model"]: r for r in rows}}

@@ -29,6 +29,7 @@ from .exceptions import (
     NoVideoStreamError,
     ParameterError,
     SilentAudioError,
+    TooShortError,
 )
 from .features import extract_features, load_features
 from .fusion import MultimodalEmotionClassifier, build_estimator
@@ -45,6 +46,6 @@ __all__ = [
     "train_and_save", "save_model", "load_model", "score_inputs",
     "MerError", "ParameterError", "MediaError", "MediaNotFoundError", "EmptyMediaError",
     "CorruptMediaError", "NoAudioStreamError", "NoVideoStreamError", "SilentAudioError",
-    "NoFaceError",
+    "NoFaceError", "TooShortError",
     "FeatureTableError", "ArtifactError",
 ]

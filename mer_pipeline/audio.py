@@ -53,7 +53,7 @@ import pandas as pd
 
 from . import _schema
 from .config import AUDIO_SET, CLASSICAL_AUDIO_SET, SAMPLE_RATE
-from .exceptions import ParameterError, SilentAudioError
+from .exceptions import ParameterError, SilentAudioError, TooShortError
 
 __all__ = ["FEATURE_SETS", "DEFAULT_SET", "WHISPER_LAYERS", "available_sets", "resolve_set",
            "audio_features", "audio_frames", "AudioFeatureExtractor", "PREFIX", "LLD_NAMES",
@@ -64,6 +64,9 @@ PREFIX = _schema.prefix("audio")
 #: :data:`mer_pipeline.config.AUDIO_SET`.
 DEFAULT_SET = AUDIO_SET
 SILENCE_PEAK = 1e-4  # |x| below this everywhere (-80 dBFS) counts as silence
+#: Shortest audio (seconds) the feature sets are computed on: below it most functionals are
+#: undefined (a 50 ms clip gave a row 97 % NaN). Shorter clips are a recorded failure.
+MIN_SECONDS = 0.1
 
 
 def _seed45(y: np.ndarray, sr: int) -> dict:
@@ -358,7 +361,7 @@ def audio_features(y: np.ndarray, sr: int, feature_set: str | None = "default", 
     feature_set : str
         A set name, or several joined by ``+`` (see :func:`available_sets`).
     whisper_model : path or None
-        Weights of the ``whisper`` set (:func:`mer_pipeline.whisper.whisper_model_path`).
+        Weights of the ``whisper`` set (:func:`mer_pipeline.whisper.whisper_model_files`).
     whisper_layers : sequence of int
         Encoder layers the ``whisper`` set pools (0: the input to the first block).
 
@@ -386,6 +389,9 @@ def _features(y: np.ndarray, sr: int, parts, whisper: dict | None = None
         raise ParameterError(f"y must be 1-D (mono), got shape {y.shape}")
     if y.size == 0 or np.max(np.abs(y)) < SILENCE_PEAK:
         raise SilentAudioError("<signal>", "silent audio (peak below -80 dBFS)")
+    if y.size < MIN_SECONDS * sr:
+        raise TooShortError("<signal>", f"audio too short for the feature sets: "
+                                        f"{y.size / sr:.3f} s, at least {MIN_SECONDS} s needed")
     by_rate: dict = {sr: y}
     spectra: dict = {}
     out: dict = {}
@@ -421,8 +427,8 @@ class AudioFeatureExtractor:
         See :func:`available_sets`; ``None`` or ``"default"``: :data:`DEFAULT_SET`.
     whisper_model : path or None
         Weights of the ``whisper`` set (default: the installed package's; see
-        :func:`mer_pipeline.whisper.whisper_model_path`). Only the file's SHA-256 is
-        recorded.
+        :func:`mer_pipeline.whisper.whisper_model_files`: ``tiny.en``, ``base`` or a
+        path). The model's name (when it is a named one) and SHA-256 are recorded.
     whisper_layers : sequence of int
         Encoder layers the ``whisper`` set pools (default :data:`WHISPER_LAYERS`).
     """
@@ -446,10 +452,14 @@ class AudioFeatureExtractor:
                   "sample_rate": max(FEATURE_SETS[p][1] for p in parts),
                   "lld_rate": LLD_RATE}
         if "whisper" in parts:
-            from .whisper import model_digest, whisper_model_path
+            import os
 
+            from .whisper import DEFAULT_MODEL, NAMED_MODELS, WHISPER_ENV, model_digest
+
+            model = self.whisper_model or os.environ.get(WHISPER_ENV) or DEFAULT_MODEL
+            params["whisper_model"] = str(model) if str(model) in NAMED_MODELS else "(a path)"
             params["whisper_layers"] = [int(k) for k in self.whisper_layers]
-            params["whisper_model_sha256"] = model_digest(whisper_model_path(self.whisper_model))
+            params["whisper_model_sha256"] = model_digest(model)
         return params
 
     @classmethod
@@ -457,6 +467,11 @@ class AudioFeatureExtractor:
                     ) -> "AudioFeatureExtractor":
         """The extractor that recorded ``params`` (see :meth:`params`); a Whisper model
         other than the package's is given again (only its digest is recorded)."""
+        from .whisper import NAMED_MODELS
+
+        named = params.get("whisper_model")
+        if whisper_model is None and named in NAMED_MODELS:
+            whisper_model = named  # a model from a package: found again by its name
         return cls(params["feature_set"], whisper_model=whisper_model,
                    whisper_layers=tuple(params.get("whisper_layers", WHISPER_LAYERS)))
 
@@ -482,6 +497,8 @@ class AudioFeatureExtractor:
                                      "layers": tuple(self.whisper_layers)})
             except SilentAudioError:
                 raise SilentAudioError(path, "silent audio (peak below -80 dBFS)") from None
+            except TooShortError as exc:
+                raise TooShortError(path, str(exc).rsplit(": <signal>", 1)[0]) from None
         except Exception as exc:  # noqa: BLE001 - recorded per clip
             outcome.fail("audio", path, exc)
             return outcome

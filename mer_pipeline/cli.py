@@ -302,10 +302,18 @@ def cmd_score(args) -> int:
     counts = predictions["predicted"].value_counts()
     print("predicted: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
     if "emotion" in predictions.columns:
-        known = predictions[predictions["emotion"].astype(str) != ""]
+        labelled = predictions[predictions["emotion"].astype(str) != ""]
+        classes = {c[len("proba_"):] for c in predictions.columns if c.startswith("proba_")}
+        known = labelled[labelled["emotion"].isin(classes)]
+        other = labelled[~labelled["emotion"].isin(classes)]
         if len(known):
             acc = float((known["emotion"] == known["predicted"]).mean())
-            print(f"accuracy on the {len(known)} clips whose names carry a label: {acc:.4f}")
+            print(f"accuracy on the {len(known)} clips whose names carry a label the model "
+                  f"knows: {acc:.4f}")
+        if len(other):
+            counts = other["emotion"].value_counts()
+            print(f"not counted: {len(other)} clips labelled with classes the model does not "
+                  "know (" + ", ".join(f"{k}={v}" for k, v in counts.items()) + ")")
     if len(failures):
         print(f"{len(failures)} failure(s) in {args.out.parent / 'failures.csv'}")
     return 0
@@ -362,6 +370,10 @@ def cmd_extract(args) -> int:
     _report_run(run, args.out, len(scan.clips))
     print(f"extracted: {len(table)} clips ({int((table['wav_path'] != '').sum())} WAV, "
           f"{int((table['frames_path'] != '').sum())} frame arrays) -> {args.out}")
+    if len(scan.clips) and not len(table):
+        print(f"mer: error: every clip failed; see {Path(args.out) / 'failures.csv'}",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -71,6 +71,10 @@ _JAFFE = re.compile(r"^([A-Z]{2})\.(AN|DI|FE|HA|NE|SA|SU)(\d+)\.(\d+)$")
 _JAFFE_EMOTIONS = {"AN": "angry", "DI": "disgust", "FE": "fearful", "HA": "happy",
                    "NE": "neutral", "SA": "sad", "SU": "surprised"}
 _CKPLUS = re.compile(r"^(S\d{3})_(\d{3})_(\d{8})$")
+#: Manifest columns a listing may not set through an extra column (``corpus`` and
+#: ``gender`` are read from their own columns).
+_RESERVED = {"clip_id", "corpus", "actor", "gender", "emotion", "kind", "path", "group",
+             "split", "audio_path", "video_path", "media", "subject", "speaker", "label"}
 _SPLITS = {"train", "training", "test", "testing", "val", "valid", "validation",
            "publictest", "privatetest", "dev"}
 
@@ -262,28 +266,42 @@ def _parse_in_folder(path: Path, root: Path):
     split = next((p.lower() for p in rel.parts[:-2] if p.lower() in _SPLITS), "")
     key = _slug("_".join(rel.with_suffix("").parts))
     return _record(corpus, key, "", "", canonical_label(label), path,
-                   "audio+video" if kind == "video" else kind, split=split)
+                   "audio+video" if kind == "video" else kind, split=split, _slug=True)
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_").lower() or "corpus"
+    """A readable id part: letters of any script and digits kept (``怒り``, ``ärger``), other
+    runs of characters made one ``_``. Distinct names can still meet (``a b`` and ``a_b``):
+    :func:`_assemble` then tells them apart by a short hash of their path."""
+    return re.sub(r"[^\w.+-]+", "_", text).strip("_").lower() or "corpus"
 
 
 def _walk(root: Path) -> Iterable[Path]:
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    """Files under ``root`` in sorted order, following symbolic links to folders (a folder
+    reached twice, a link loop included, is walked once)."""
+    seen = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and os.path.realpath(os.path.join(dirpath, d)) not in seen)
         for name in sorted(filenames):
             if not name.startswith("."):
                 yield Path(dirpath) / name
 
 
-def _read_listing(csv_path: Path, records: list, unparsed: list) -> None:
-    """Read a CSV listing: ``path``, ``label``/``emotion``, optional subject."""
+def _read_listing(csv_path: Path, records: list, unparsed: list, *,
+                  require_labels: bool = True) -> None:
+    """Read a CSV listing: ``path``, ``label``/``emotion``, optional subject (and, to
+    score, the labels may be absent or empty)."""
     table = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     cols = {c.lower(): c for c in table.columns}
     label_col = cols.get("label") or cols.get("emotion")
     missing = (["path"] if "path" not in cols else []) + (
-        ["label (or emotion)"] if label_col is None else [])
+        ["label (or emotion)"] if label_col is None and require_labels else [])
     if missing:
         raise ParameterError(f"{csv_path}: listing lacks column(s) {', '.join(missing)}; "
                              "it needs 'path' and 'label' (or 'emotion')")
@@ -299,20 +317,27 @@ def _read_listing(csv_path: Path, records: list, unparsed: list) -> None:
             if not path.is_file():
                 raise _Unparsed(f"listed in {csv_path.name} but not found")
             kind = _media_kind(path)
-            label = row[label_col].strip()
-            if not label:
+            label = row[label_col].strip() if label_col else ""
+            if not label and require_labels:
                 raise _Unparsed(f"empty label in {csv_path.name}")
         except _Unparsed as exc:
             unparsed.append({"path": str(path), "reason": str(exc)})
             continue
-        key = row.get(cols.get("clip_id", ""), "") or _slug(
-            "_".join(Path(row[cols["path"]]).with_suffix("").parts[-3:]))
-        extra = {k: v for k, v in row.items() if k not in known}
-        rec = _record(corpus, key, row[subject_col] if subject_col else "", "",
-                      canonical_label(label), path,
-                      "audio+video" if kind == "video" else kind, **extra)
-        if cols.get("clip_id") and row[cols["clip_id"]]:
-            rec["clip_id"] = row[cols["clip_id"]]
+        given = row.get(cols.get("clip_id", ""), "")
+        key = given or _slug("_".join(Path(row[cols["path"]]).with_suffix("").parts[-3:]))
+        # columns the manifest defines itself are honoured or dropped, never passed twice
+        extra = {k: v for k, v in row.items() if k not in known and k.lower() not in _RESERVED}
+        here = _slug(row[cols["corpus"]]) if cols.get("corpus") and row[cols["corpus"]] \
+            else corpus
+        gender = row[cols["gender"]].strip().lower() if cols.get("gender") else ""
+        if cols.get("split"):
+            extra["split"] = row[cols["split"]]
+        rec = _record(here, key, row[subject_col] if subject_col else "",
+                      {"m": "male", "f": "female"}.get(gender, gender),
+                      canonical_label(label) if label else "", path,
+                      "audio+video" if kind == "video" else kind, _slug=not given, **extra)
+        if given:
+            rec["clip_id"] = given
         records.append(rec)
 
 
@@ -420,7 +445,7 @@ def discover(paths: str | os.PathLike | Sequence[str | os.PathLike], *,
         if not root.exists():
             raise ParameterError(f"no such file or folder: {raw}")
         if root.is_file() and root.suffix.lower() == ".csv":
-            _read_listing(root, records, unparsed)
+            _read_listing(root, records, unparsed, require_labels=require_labels)
             continue
         files = [root] if root.is_file() else _walk(root)
         base = root.parent if root.is_file() else root
@@ -441,7 +466,8 @@ def discover(paths: str | os.PathLike | Sequence[str | os.PathLike], *,
                 else:
                     kind = _media_kind(path)
                     records.append(_record("unlabelled", _slug(path.stem), "", "", "", path,
-                                           "audio+video" if kind == "video" else kind))
+                                           "audio+video" if kind == "video" else kind,
+                                           _slug=True))
     clips, dup = _assemble(records)
     unparsed.extend(dup)
     return CorpusScan(clips=clips, unparsed=pd.DataFrame(unparsed, columns=UNPARSED_COLUMNS),
@@ -460,7 +486,13 @@ def _assemble(records: list[dict]) -> tuple[pd.DataFrame, list[dict]]:
         rec = dict(rec)
         kind, path = rec.pop("kind"), rec.pop("path")
         rec.pop("ravdess_modality", None)
+        slugged = rec.pop("_slug", False)
         cid = rec["clip_id"]
+        if slugged and cid in clips and kind in clips[cid]["_src"]:
+            # two files whose readable names meet: tell them apart by their path (stable)
+            import hashlib
+
+            cid = rec["clip_id"] = f"{cid}-{hashlib.sha1(path.encode()).hexdigest()[:6]}"
         clip = clips.get(cid)
         if clip is None:
             clip = clips[cid] = {**rec, "audio_path": "", "video_path": "", "_src": {}}

@@ -149,7 +149,8 @@ def _splits(protocol, y, groups, folds, seed):
     n_groups = len(np.unique(groups))
     if n_groups < folds:
         raise ParameterError(f"{folds} folds need at least {folds} actors/subjects; "
-                             f"the data has {n_groups}")
+                             f"the data has {n_groups} (fewer folds, or --folds 0 to train "
+                             "without the cross-validated figures)")
     cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     return list(cv.split(np.zeros(len(y)), y, groups))
 

@@ -42,6 +42,10 @@ class SilentAudioError(MediaError):
     """The audio is digital silence, so acoustic features are meaningless."""
 
 
+class TooShortError(MediaError):
+    """The clip is shorter than its feature set needs (the message states the minimum)."""
+
+
 class FeatureTableError(MerError, ValueError):
     """A feature table with missing, extra or malformed columns."""
 

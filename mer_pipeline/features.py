@@ -282,7 +282,7 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
         written.append(out / name)
         frames = _write_frames(run.values, out / _schema.FRAME_TABLES[modality], modality)
         written.append(frames)
-        files = {"table": name, "frames": frames.name}
+        files = {"table": name, "rows": int(len(table)), "frames": frames.name}
         if any(v.records for v in run.values.values()):
             written.append(_write_detections(run.values, out / _schema.DETECTION_TABLE))
             files["detections"] = _schema.DETECTION_TABLE
@@ -403,7 +403,7 @@ def write_features(table: pd.DataFrame, out_dir: str | os.PathLike, *,
             table.loc[rows, meta + cols + extra].rename_axis("clip_id").to_csv(
                 tmp, float_format="%.7g")
         written.append(out / name)
-        files = {"table": name}
+        files = {"table": name, "rows": int(rows.sum())}
         seq_col = SEQUENCE_COLUMNS[modality]
         if seq_col in table.columns:
             path = out / _schema.FRAME_TABLES[modality]
@@ -419,7 +419,9 @@ def write_features(table: pd.DataFrame, out_dir: str | os.PathLike, *,
             if items:
                 written.append(_frames_to_parquet(items, path))
                 files["frames"] = path.name
-        known = ((provenance or {}).get("modalities") or {}).get(modality) or {}
+        known = {k: v for k, v in (((provenance or {}).get("modalities") or {}).get(modality)
+                                   or {}).items() if k not in ("table", "rows", "frames",
+                                                               "detections")}
         record[modality] = {**known, **files, "clips_with_features": int(rows.sum())}
     if provenance is not None:
         data = {**provenance, "modalities": record,
@@ -547,6 +549,8 @@ def load_features(path: str | os.PathLike, *, required_meta=("emotion",),
             raise FeatureTableError(f"no feature table in {path} (run `mer features` first)")
         loaded = [_load_table(t, required_meta, sequences, empty_ok=len(tables) > 1)
                   for t in tables]
+        if provenance is not None:
+            _check_rows(path, provenance, tables, loaded)
         loaded = [t for t in loaded if t is not None]
         if not loaded:
             raise FeatureTableError(f"{path}: every feature table is empty or all missing")
@@ -558,6 +562,19 @@ def load_features(path: str | os.PathLike, *, required_meta=("emotion",),
     table = _load_table(path, required_meta, sequences, empty_ok=False)
     table.attrs["provenance"] = provenance
     return table
+
+
+def _check_rows(folder: Path, provenance: dict, paths, tables) -> None:
+    """Refuse a table whose row count differs from the one its run recorded (a truncated
+    or partly copied file)."""
+    rows = {e.get("table"): e.get("rows") for e in (provenance.get("modalities") or {}).values()}
+    for path, table in zip(paths, tables):
+        want = rows.get(path.name)
+        if want is not None and table is not None and len(table) != want:
+            raise FeatureTableError(
+                f"{path} has {len(table)} rows but the run that wrote {folder} recorded "
+                f"{want} in {_schema.PROVENANCE_FILE}: the file was truncated or replaced; "
+                "run `mer features` again")
 
 
 def _join(audio: pd.DataFrame, video: pd.DataFrame) -> pd.DataFrame:

@@ -270,12 +270,31 @@ def sample_frames(path: str | os.PathLike, *, fps: float = FRAME_RATE,
     return frames
 
 
+def _to_rgb(img):
+    """An image as 8-bit RGB: EXIF orientation applied (a phone photo tagged "rotate 90°"
+    is turned upright), 16- and 32-bit greys scaled to 8 bits instead of clipped white."""
+    from PIL import Image, ImageOps
+
+    img = ImageOps.exif_transpose(img)
+    if img.mode.startswith("I") or img.mode == "F":
+        arr = np.asarray(img, dtype=np.float64)
+        peak = float(np.nanmax(arr)) if arr.size else 0.0
+        if img.mode.startswith("I;16"):
+            top = 65535.0
+        elif img.mode == "F" and peak <= 1.0:
+            top = 1.0
+        else:  # 32-bit integers or floats holding 8- or 16-bit values
+            top = 255.0 if peak <= 255 else 65535.0 if peak <= 65535 else peak
+        img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    return img.convert("RGB")
+
+
 def _load_image(path: Path, max_side) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as img:
-            img = img.convert("RGB")
+            img = _to_rgb(img)
             if max_side is not None and max(img.size) > max_side:
                 img.thumbnail((max_side, max_side))
             return np.asarray(img, dtype=np.uint8)[None]
@@ -442,8 +461,12 @@ def extract_media(manifest, out_dir: str | os.PathLike, *, sr: int = SAMPLE_RATE
 
     from .parallel import default_cache_dir, map_clips, split_scan, write_failures
 
+    from ._io import atomic_path
+
     manifest, scan_failures = split_scan(manifest)
     out = Path(out_dir).resolve()
+    if out.exists() and not out.is_dir():
+        raise ParameterError(f"--out {out_dir} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
     cache = default_cache_dir(out) if cache_dir is None else cache_dir
     task = MediaExtractor(out, sr=sr, fps=fps, max_side=max_side, frames=frames)
@@ -456,7 +479,8 @@ def extract_media(manifest, out_dir: str | os.PathLike, *, sr: int = SAMPLE_RATE
     meta = manifest.loc[table.index, [c for c in ("corpus", "actor", "group", "emotion")
                                       if c in manifest.columns]]
     table = meta.join(table)
-    table.to_csv(out / "extracted.csv")
+    with atomic_path(out / "extracted.csv") as tmp:
+        table.to_csv(tmp)
     run.failures = pd.concat([scan_failures, run.failures], ignore_index=True)
     write_failures(run.failures, out / "failures.csv")
     return table, run

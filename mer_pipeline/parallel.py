@@ -3,8 +3,11 @@
 :func:`map_clips` is the one helper every stage (extraction, features,
 scoring) uses to go over many clips:
 
-- joblib workers (``n_jobs``; ``-1`` = all cores), or a Dask cluster through
-  joblib's ``dask`` backend (``backend="dask"``, ``scheduler=ADDRESS``);
+- joblib workers (``n_jobs``; ``-1`` = all cores), or a Dask cluster
+  (``backend="dask"``, ``scheduler=ADDRESS``): a run that has had no worker for
+  :data:`DASK_NO_WORKERS_TIMEOUT` seconds stops with a clear error, never waits forever;
+- worker processes end with the process that started them (a killed run leaves no
+  orphaned workers behind);
 - a progress bar (tqdm) on long work;
 - a per-clip on-disk cache keyed by the SHA-256 of the clip's media files and
   the task's name, version and parameters: a re-run only does new work, and a
@@ -21,7 +24,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -36,6 +41,13 @@ __all__ = ["ClipTask", "ClipOutcome", "RunResult", "map_clips", "file_sha256",
            "FAILURE_COLUMNS", "default_cache_dir", "split_scan", "write_failures"]
 
 FAILURE_COLUMNS = ["clip_id", "path", "stage", "error"]
+#: Seconds to wait for a Dask scheduler before a clear error (instead of a long hang).
+DASK_CONNECT_TIMEOUT = 10
+#: Seconds a Dask run may go on with no worker connected before it stops with an error.
+DASK_NO_WORKERS_TIMEOUT = 60
+#: How often a worker process checks that the process that started it is alive (s).
+_PARENT_POLL = 1.0
+_watching: list = []
 
 
 @dataclass
@@ -142,22 +154,101 @@ def _cache_key(task, row) -> str:
     return h.hexdigest()
 
 
-def _run_one(task, clip_id: str, row: dict, cache_dir: str | None, retry_failed: bool):
+#: Cache entry format: the SHA-256 of the payload (hex), a newline, the pickled outcome.
+#: A damaged entry (a flipped byte anywhere) fails the check and is recomputed.
+_ENTRY_SUFFIX = ".entry"
+
+
+def _read_entry(path: Path):
+    """The cached outcome, or ``None`` when the entry is missing or fails its checksum."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    digest, _, payload = data.partition(b"\n")
+    if hashlib.sha256(payload).hexdigest().encode() != digest:
+        return None
+    try:
+        return pickle.loads(payload)
+    except Exception:  # noqa: BLE001 - an entry from an incompatible version
+        return None
+
+
+def _write_entry(path: Path, outcome) -> None:
+    payload = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
+    os.close(fd)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+@contextmanager
+def single_threaded():
+    """BLAS, OpenMP and PyTorch on one thread for the duration: results never depend on how
+    many threads a worker (or the single-process path) happened to get, and parallel clips do
+    not contend for cores."""
+    import sys
+
+    from threadpoolctl import threadpool_limits
+
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch is not None else None
+    if torch is not None:
+        torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        if torch is not None and before is not None:
+            torch.set_num_threads(before)
+
+
+def _watch_parent(parent: int | None) -> None:
+    """In a worker process started by ``parent``: exit as soon as ``parent`` is gone.
+
+    loky keeps idle workers (and its resource tracker) alive for minutes; after the
+    main process is killed (SIGKILL, OOM) they would linger with PPID 1. A daemon thread
+    per worker notices the change of parent within :data:`_PARENT_POLL` seconds.
+    """
+    if parent is None or _watching or os.getpid() == parent:
+        return
+    if os.getppid() != parent:  # gone already (killed while this worker was starting)
+        os._exit(1)
+    import threading
+    import time
+
+    def watch():
+        while True:
+            time.sleep(_PARENT_POLL)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    _watching.append(threading.Thread(target=watch, name="mer-parent-watch", daemon=True))
+    _watching[0].start()
+
+
+def _run_one(task, clip_id: str, row: dict, cache_dir: str | None, retry_failed: bool,
+             parent: int | None = None):
     """Worker body: cache lookup, compute, cache write. Never raises for a clip."""
+    _watch_parent(parent)
     cache_file = None
     if cache_dir is not None:
         key = _cache_key(task, row)
-        cache_file = Path(cache_dir) / task.name / key[:2] / f"{key}.joblib"
-        if cache_file.is_file():
-            try:
-                outcome = joblib.load(cache_file)
-                valid = getattr(task, "is_valid", lambda v: True)(outcome.value)
-                if valid and not (retry_failed and outcome.failures):
-                    return clip_id, outcome, True
-            except Exception:  # a damaged cache entry is recomputed
-                pass
+        cache_file = Path(cache_dir) / task.name / key[:2] / f"{key}{_ENTRY_SUFFIX}"
+        outcome = _read_entry(cache_file) if cache_file.is_file() else None
+        if outcome is not None:
+            valid = getattr(task, "is_valid", lambda v: True)(outcome.value)
+            if valid and not (retry_failed and outcome.failures):
+                return clip_id, outcome, True
     try:
-        outcome = task(clip_id, row)
+        with single_threaded():
+            outcome = task(clip_id, row)
     except MerError as exc:  # a task should record its failures; be safe anyway
         outcome = ClipOutcome()
         outcome.fail(task.name, row.get("audio_path") or row.get("video_path"), exc)
@@ -165,15 +256,7 @@ def _run_one(task, clip_id: str, row: dict, cache_dir: str | None, retry_failed:
         outcome = ClipOutcome()
         outcome.fail(task.name, row.get("audio_path") or row.get("video_path"), exc)
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_file.parent, suffix=".part")
-        os.close(fd)
-        try:
-            joblib.dump(outcome, tmp)
-            os.replace(tmp, cache_file)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        _write_entry(cache_file, outcome)
     return clip_id, outcome, False
 
 
@@ -214,9 +297,14 @@ def map_clips(task, manifest: pd.DataFrame, *, cache_dir: str | os.PathLike | No
                              f"got {backend!r}")
     if backend == "dask" and not scheduler:
         raise ParameterError("backend='dask' needs a scheduler address (--scheduler)")
+    if scheduler and backend != "dask":
+        raise ParameterError(f"a scheduler address ({scheduler}) is for backend='dask'; "
+                             f"got backend={backend!r} (--backend dask --scheduler ADDRESS)")
     rows = manifest.reset_index().to_dict("records")
     cache = None if cache_dir is None else str(Path(cache_dir).resolve())
-    jobs = [joblib.delayed(_run_one)(task, r["clip_id"], r, cache, retry_failed) for r in rows]
+    parent = os.getpid() if backend in {"loky", "multiprocessing"} else None
+    jobs = [joblib.delayed(_run_one)(task, r["clip_id"], r, cache, retry_failed, parent)
+            for r in rows]
     outcomes: dict = {}
     n_cached = 0
     bar = _progress(len(jobs), progress, desc or task.name)
@@ -246,15 +334,61 @@ def _execute(jobs, n_jobs, backend, scheduler):
             yield fn(*args, **kwargs)
         return
     if backend == "dask":
-        from distributed import Client
-
-        # joblib's dask backend sends the jobs to the current (this) client
-        with Client(scheduler), joblib.parallel_config(backend="dask"):
-            yield from joblib.Parallel(n_jobs=-1 if n_jobs in (None, 0) else n_jobs,
-                                       return_as="generator_unordered")(jobs)
+        yield from _execute_dask(jobs, scheduler)
         return
-    yield from joblib.Parallel(n_jobs=n_jobs, backend=backend,
-                               return_as="generator_unordered")(jobs)
+    if backend == "loky":  # the watch starts with each worker, before its first clip
+        with joblib.parallel_config(backend="loky", initializer=_watch_parent,
+                                    initargs=(os.getpid(),)):
+            runner = joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")
+    else:
+        runner = joblib.Parallel(n_jobs=n_jobs, backend=backend,
+                                 return_as="generator_unordered")
+    yield from runner(jobs)
+
+
+def _execute_dask(jobs, scheduler):
+    """Submit every job to the cluster at ``scheduler``; yield results as they finish.
+
+    Raises :class:`MerError` when the scheduler cannot be reached, or when the run has had
+    no worker for :data:`DASK_NO_WORKERS_TIMEOUT` seconds (every worker lost): the clips
+    already done are in the cache, so a re-run after restarting workers only does the rest.
+    """
+    import time
+
+    from distributed import Client, wait
+
+    try:
+        client = Client(scheduler, timeout=DASK_CONNECT_TIMEOUT)
+    except (OSError, TimeoutError) as exc:
+        raise MerError(f"cannot reach the Dask scheduler at {scheduler} within "
+                       f"{DASK_CONNECT_TIMEOUT} s ({type(exc).__name__}); start one "
+                       "(`dask scheduler` and `dask worker ADDRESS`) or drop --backend "
+                       "dask") from None
+    with client:
+        pending = {client.submit(fn, *args, pure=False, **kwargs) for fn, args, kwargs in jobs}
+        no_workers_since = None
+        try:
+            while pending:
+                try:
+                    done, _ = wait(pending, timeout=1.0, return_when="FIRST_COMPLETED")
+                except TimeoutError:
+                    done = set()
+                for future in done:
+                    pending.discard(future)
+                    yield future.result()
+                if done or client.scheduler_info().get("workers"):
+                    no_workers_since = None
+                    continue
+                no_workers_since = no_workers_since or time.monotonic()
+                if time.monotonic() - no_workers_since > DASK_NO_WORKERS_TIMEOUT:
+                    raise MerError(
+                        f"the Dask cluster at {scheduler} has had no worker for "
+                        f"{DASK_NO_WORKERS_TIMEOUT} s with {len(pending)} clip(s) left; "
+                        "start workers (`dask worker ADDRESS`) and run again: the clips "
+                        "done so far are cached")
+        finally:
+            if pending:
+                client.cancel(list(pending))
 
 
 class _NoBar:
@@ -274,11 +408,18 @@ def _progress(total: int, enabled: bool, desc: str):
     return tqdm(total=total, desc=desc, unit="clip", leave=False, disable=None)
 
 
-def default_cache_dir(out_dir: str | os.PathLike) -> Path:
-    """The per-clip cache folder: ``$MER_CACHE_DIR`` if set, else ``<out_dir>/.cache``."""
+def default_cache_dir(out_dir: str | os.PathLike | None) -> Path:
+    """The per-clip cache folder: ``$MER_CACHE_DIR`` if set, else ``<out_dir>/.cache``, else
+    (no output folder: scoring) the user's cache, ``$XDG_CACHE_HOME/mer_pipeline`` or
+    ``~/.cache/mer_pipeline``."""
     from .config import CACHE_ENV
 
-    return Path(os.environ.get(CACHE_ENV) or (Path(out_dir) / ".cache"))
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    if out_dir is not None:
+        return Path(out_dir) / ".cache"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mer_pipeline"
 
 
 def split_scan(data) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -128,5 +128,12 @@ def is_feature_input(path) -> bool:
                    (*_schema.TABLES.values(), _schema.PROVENANCE_FILE))
     if path.suffix.lower() != ".csv" or not path.is_file():
         return False
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        first = fh.readline()
+    if ";" in first and "," not in first and feature_columns(first.strip().split(";")):
+        raise FeatureTableError(f"{path} is separated by ';': feature tables are "
+                                "comma-separated CSV (re-save it with ',')")
     header = pd.read_csv(path, nrows=0).columns
-    return "clip_id" in header and bool(feature_columns(header))
+    # feature columns make it a feature table (load_features names a missing clip_id);
+    # otherwise it is a listing of media
+    return bool(feature_columns(header))

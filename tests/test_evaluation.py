@@ -53,3 +53,30 @@ def test_fold_probabilities_are_out_of_fold():
     proba = result.predictions[[f"proba_{c}" for c in result.classes]].to_numpy()
     assert np.allclose(proba.sum(axis=1), 1)
     assert set(result.predictions["fold"]) == {0, 1, 2}
+
+
+def test_single_clip_presentation_withholds_the_speakers_statistics(tmp_path):
+    """The same fits, scored per speaker batch and clip by clip: with a large speaker offset,
+    a speaker-normalised model needs the batch; the single-clip figure shows it."""
+    table = synthetic_table(n_speakers=8, speaker_shift=4.0)
+    result = evaluate_features(table, cv="actor", folds=4, report_dir=tmp_path, n_jobs=1,
+                               random_comparison=False)
+    assert set(result.presentations) == {"balanced_batch", "single_clip"}
+    batch, single = result.presentations["balanced_batch"], result.presentations["single_clip"]
+    assert batch is result and single.presentation == "single_clip"
+    assert batch.accuracy > 0.9 and single.accuracy < batch.accuracy - 0.1
+    # the same folds: each clip in the same test fold under both presentations
+    assert (batch.predictions["fold"] == single.predictions["fold"]).all()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["presentations"]["single_clip"]["accuracy"] == round(single.accuracy, 4)
+    assert (tmp_path / "predictions_single_clip.csv").is_file()
+    assert (tmp_path / "confusion_matrix_single_clip.png").is_file()
+    assert "single_clip" in result.format()
+    # a model without speaker normalisation does not care how its clips arrive
+    plain = cross_validate_model(EmotionClassifier(speaker_norm=False), table, table["emotion"],
+                                 groups=table["group"], folds=4,
+                                 presentations=("balanced_batch", "single_clip"))
+    assert plain.accuracy == plain.presentations["single_clip"].accuracy
+    with pytest.raises(ParameterError, match="presentations"):
+        cross_validate_model(EmotionClassifier(), table, table["emotion"],
+                             groups=table["group"], presentations=("skewed",))

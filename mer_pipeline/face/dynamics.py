@@ -53,7 +53,8 @@ def _rate(signal: np.ndarray, duration: float, *, below: bool) -> float:
     return starts / duration
 
 
-def shape_dynamics(points: np.ndarray, frame: np.ndarray, fps: float) -> dict:
+def shape_dynamics(points: np.ndarray, frame: np.ndarray, fps: float, *,
+                   similarity: tuple | None = None) -> dict:
     """Clip-level dynamics of a 68-point track.
 
     Parameters
@@ -64,6 +65,9 @@ def shape_dynamics(points: np.ndarray, frame: np.ndarray, fps: float) -> dict:
         Their frame numbers (gaps where tracking failed).
     fps : float > 0
         Frames per second of the track.
+    similarity : tuple or None
+        :func:`~mer_pipeline.face.geometry.batch_similarity` of ``points`` when the
+        caller has it already (it is not computed again).
 
     Returns
     -------
@@ -89,9 +93,10 @@ def shape_dynamics(points: np.ndarray, frame: np.ndarray, fps: float) -> dict:
     frame = np.asarray(frame, dtype=np.float64)
     out: dict = {}
     n = len(pts)
-    shapes, angle, scale, centre = (batch_similarity(pts) if n else
-                                    (np.zeros((0, 68, 2)), np.zeros(0), np.ones(0),
-                                     np.zeros((0, 2))))
+    if similarity is None:
+        similarity = (batch_similarity(pts) if n else
+                      (np.zeros((0, 68, 2)), np.zeros(0), np.ones(0), np.zeros((0, 2))))
+    shapes, angle, scale, centre = similarity
     gaps = np.diff(frame)
     pair = (gaps > 0) & (gaps <= _MAX_GAP)
     dt = gaps / fps

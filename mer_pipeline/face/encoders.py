@@ -229,7 +229,10 @@ class LandmarkEncoder:
         points = np.asarray(faces.landmarks, dtype=np.float64).reshape(-1, 68, 2)
         if not len(points):
             return np.empty((0, len(self.feature_names())), np.float32)
-        pts = normalise_landmarks(points)  # all frames in one pass
+        return self.encode_shapes(normalise_landmarks(points))  # all frames in one pass
+
+    def encode_shapes(self, pts: np.ndarray) -> np.ndarray:
+        """Features of shapes already Procrustes-aligned to the mean face, ``(n, 68, 2)``."""
         x, y = pts[:, :, 0], pts[:, :, 1]
         extra = np.column_stack([
             y[:, 66] - y[:, 62], x[:, 54] - x[:, 48],

@@ -179,7 +179,7 @@ def batch_similarity(points: np.ndarray, reference: np.ndarray = MEAN_FACE_68):
     centre = p.mean(axis=1)
     a = p - centre[:, None, :]
     b = ref - ref.mean(axis=0)
-    cov = np.einsum("nki,kj->nij", a, b)
+    cov = a.transpose(0, 2, 1) @ b
     u, sv, vt = np.linalg.svd(cov)
     det = np.sign(np.linalg.det(u @ vt))
     det[det == 0] = 1.0
@@ -189,6 +189,6 @@ def batch_similarity(points: np.ndarray, reference: np.ndarray = MEAN_FACE_68):
     rot = u @ d @ vt
     scale = (sv * np.stack([np.ones(len(p)), det], axis=1)).sum(axis=1) / np.maximum(
         (a ** 2).sum(axis=(1, 2)), 1e-12)
-    shapes = np.einsum("nki,nij->nkj", a, rot) * scale[:, None, None] + ref.mean(axis=0)
+    shapes = (a @ rot) * scale[:, None, None] + ref.mean(axis=0)
     angle = np.arctan2(rot[:, 0, 1], rot[:, 0, 0])
     return shapes, angle, scale, centre

@@ -403,6 +403,7 @@ class TrackFeatureExtractor:
         """The clip's features from its track (see the class docstring)."""
         from .crops import FaceCrops
         from .dynamics import shape_dynamics
+        from .geometry import batch_similarity
         from .encoders import LandmarkEncoder
         from .extractor import pool_frames
 
@@ -425,7 +426,10 @@ class TrackFeatureExtractor:
             r["frame"] = start + i
         encoder = LandmarkEncoder()
         names = encoder.feature_names()
-        geometry = encoder.encode_faces(faces)
+        # one Procrustes pass serves the geometry (as encode_faces computes it) and dynamics
+        similarity = batch_similarity(pts.astype(np.float64)) if len(pts) else None
+        geometry = encoder.encode_shapes(similarity[0]) if len(pts) else \
+            np.empty((0, len(names)), np.float32)
         extra_names = [self._extra_name(n) for n in (track.extra_names or [])]
         bookkeeping = dict(zip(_schema.BOOKKEEPING_COLUMNS["face"],
                                (float(n_frames), faces.face_fraction)))
@@ -441,7 +445,7 @@ class TrackFeatureExtractor:
         else:
             stats = pool_frames(geometry, names, **TRACK_POOL)
             if self.dynamics:
-                stats.update(shape_dynamics(pts, index, fps))
+                stats.update(shape_dynamics(pts, index, fps, similarity=similarity))
             if extra_names:
                 stats.update(pool_frames(np.nan_to_num(track.extra[ok]), extra_names,
                                          **TRACK_POOL))
@@ -460,10 +464,9 @@ class TrackFeatureExtractor:
     def _sequence(self, geometry, index, fps, names) -> _schema.FrameFeatures:
         """The per-frame geometry averaged over windows of ``fps / sequence_fps`` frames."""
         step = max(1.0, fps / self.sequence_fps)
-        bins = np.floor(index / step).astype(int)
-        uniq, inverse = np.unique(bins, return_inverse=True)
-        sums = np.zeros((len(uniq), geometry.shape[1]))
-        np.add.at(sums, inverse, geometry)
-        counts = np.bincount(inverse, minlength=len(uniq))[:, None]
-        return _schema.FrameFeatures(frame=uniq.astype(np.int32),
+        bins = np.floor(index / step).astype(int)  # increasing: the frames are in order
+        starts = np.flatnonzero(np.r_[True, np.diff(bins) > 0])
+        sums = np.add.reduceat(geometry.astype(np.float64), starts, axis=0)
+        counts = np.diff(np.r_[starts, len(bins)])[:, None]
+        return _schema.FrameFeatures(frame=bins[starts].astype(np.int32),
                                      features=(sums / counts).astype(np.float32), names=names)
