@@ -20,7 +20,7 @@ FOLDS ?= 5
 FACE_TRACKS ?=
 TRACKS_OPT := $(if $(strip $(FACE_TRACKS)),--face-tracks $(FACE_TRACKS),)
 
-.PHONY: help install test demo need-data features evaluate train score bench-audio bench-face bench-av bench-fusion check-vggface train-paired clean
+.PHONY: help install test demo need-data features evaluate train score bench-audio bench-adaptation bench-face bench-av bench-fusion check-vggface train-paired clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -88,6 +88,9 @@ score: $(MODEL) | install ## score INPUT (clips, folders or feature CSVs) with M
 
 bench-audio: install ## audio benchmark: extraction speed and accuracy table -> benchmarks/results/
 	$(PY) benchmarks/bench_audio.py --data $(SHARED_RAVDESS) --out benchmarks/results
+
+bench-adaptation: install ## speaker adaptation: balanced batch, single clip, skewed batch per adaptation -> benchmarks/results/
+	$(PY) benchmarks/bench_adaptation.py --data $(SHARED_RAVDESS) --out benchmarks/results --n-jobs $(N_JOBS)
 
 bench-face: install ## face benchmark: CK+48 / JAFFE subject-grouped accuracy and speed per clip -> benchmarks/results/
 	$(PY) benchmarks/bench_face.py --shared ../shared/data --out benchmarks/results

@@ -111,7 +111,8 @@ def main(argv=None):
     p.add_argument("--work", type=Path, default=Path("features/bench_fusion"))
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--n-jobs", type=int, default=-1)
-    p.add_argument("--only", default="", help="comma-separated model names to run (default all)")
+    p.add_argument("--only", default="", help="comma-separated model names to run (default "
+                   "all); their rows replace those of an earlier fusion.json in --out")
     args = p.parse_args(argv)
     ravdess, jaffe = args.shared / "ravdess_speech", args.shared / "faces" / "jaffe"
     if not ravdess.is_dir() or not jaffe.is_dir():
@@ -144,7 +145,10 @@ def main(argv=None):
         if only and name not in only:
             continue
         t0 = time.perf_counter()
-        r = cross_validate_model(est, table[columns(table, which)], y, groups=groups,
+        data = table[columns(table, which)]
+        if which == "face":  # the face's identity is its JAFFE subject, not the voice's actor
+            data = data.assign(group=table["face_subject"])
+        r = cross_validate_model(est, data, y, groups=groups,
                                  protocol="subject", folds=args.folds, n_jobs=args.n_jobs)
         rows.append({"model": name, "inputs": which, "accuracy": r.accuracy,
                      "macro_f1": r.macro_f1,
@@ -159,6 +163,10 @@ def main(argv=None):
             "face_subjects": int(groups.nunique()),
             "distinct_face_images": int(table["face_id"].nunique()), "folds": args.folds}
     args.out.mkdir(parents=True, exist_ok=True)
+    if only and (args.out / "fusion.json").is_file():  # --only: replace those rows, keep others
+        new = {r["model"]: r for r in rows}
+        old = json.loads((args.out / "fusion.json").read_text())["results"]
+        rows = [new.pop(r["model"], r) for r in old] + list(new.values())
     (args.out / "fusion.json").write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
     md = markdown(rows, meta)
     (args.out / "fusion.md").write_text(md)

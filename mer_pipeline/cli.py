@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import config
 from ._version import __version__
-from .ensemble import MODELS
+from .ensemble import ADAPTATIONS, MODELS
 from .fusion import FUSION_CHOICES
 from .exceptions import MerError
 
@@ -212,12 +212,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "MultimodalEmotionClassifier")
     p.add_argument("--no-speaker-norm", action="store_true",
                    help="skip per-speaker standardisation")
+    p.add_argument("--adaptation", choices=list(ADAPTATIONS), default=None,
+                   help="how a new speaker is handled: auto (default: rules chosen by inner "
+                        "speaker-grouped CV), batch, switch, class_aware; see "
+                        "EmotionClassifier (single-modality models)")
     p.add_argument("--no-random", action="store_true",
                    help="skip the optimistic random-split comparison")
-    p.add_argument("--presentations", default="balanced_batch,single_clip",
+    p.add_argument("--presentations", default="balanced_batch,single_clip,skewed_batch",
                    help="how each fold's test clips are shown to its model, comma-separated: "
                         "balanced_batch (each speaker's clips together), single_clip (each "
-                        "clip alone, no statistics of its speaker); default %(default)s")
+                        "clip alone, no statistics of its speaker), skewed_batch (each "
+                        "speaker's clips in batches of 2-3 emotions); default %(default)s")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-jobs", type=int, default=config.N_JOBS,
                    help="folds fitted in parallel (default %(default)s)")
@@ -240,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "MultimodalEmotionClassifier")
     p.add_argument("--folds", type=int, default=5,
                    help="actor-grouped CV folds for the metadata's figures (0: skip)")
+    p.add_argument("--adaptation", choices=list(ADAPTATIONS), default=None,
+                   help="how a new speaker is handled: auto (default: rules chosen by inner "
+                        "speaker-grouped CV), batch, switch, class_aware; see "
+                        "EmotionClassifier (single-modality models)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-jobs", type=int, default=config.N_JOBS,
                    help="folds fitted in parallel (default %(default)s)")
@@ -276,8 +285,10 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args) -> int:
     from .workflows import train_and_save
 
+    extra = {} if args.adaptation is None else {"adaptation": args.adaptation}
     _, meta = train_and_save(args.features, args.out, model=args.model, fusion=args.fusion,
-                             cv_folds=args.folds or None, seed=args.seed, n_jobs=args.n_jobs)
+                             cv_folds=args.folds or None, seed=args.seed, n_jobs=args.n_jobs,
+                             **extra)
     what = meta["params"].get("fusion") or meta["params"].get("model")
     print(f"trained {meta['estimator']}({what}) on {'+'.join(meta['modalities'])} features of "
           f"{meta['training']['n_clips']} clips, {len(meta['training'].get('actors', []))} actors, "
@@ -441,6 +452,7 @@ def cmd_evaluate(args) -> int:
     result = evaluate_features(args.features, cv=args.cv, folds=args.folds,
                                report_dir=args.report, model=args.model, fusion=args.fusion,
                                speaker_norm=not args.no_speaker_norm,
+                               adaptation=args.adaptation,
                                random_comparison=not args.no_random, seed=args.seed,
                                n_jobs=args.n_jobs,
                                presentations=[x.strip() for x in args.presentations.split(",")

@@ -30,9 +30,10 @@ from sklearn.metrics import (
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from .exceptions import ParameterError
+from .speaker import skewed_batches
 
 __all__ = ["EvaluationResult", "cross_validate_model", "write_report", "PROTOCOLS",
-           "PRESENTATIONS"]
+           "PRESENTATIONS", "skewed_batches"]
 
 PROTOCOLS = {
     "actor": "actor-independent (grouped K-fold: no actor in both train and test)",
@@ -48,7 +49,11 @@ PRESENTATIONS = {
                       "speaker's own statistics are used)",
     "single_clip": "each test clip scored alone (no statistics of its speaker: what one clip "
                    "of a new speaker, a stream or `mer predict` gets)",
+    "skewed_batch": "each test speaker's clips scored in one-sided batches of 2-3 emotions "
+                    "(the speaker's emotions shuffled by a seeded rule and cut into groups of "
+                    "3, 3, 2: every clip scored once)",
 }
+
 
 
 @dataclass
@@ -155,16 +160,24 @@ def _splits(protocol, y, groups, folds, seed):
     return list(cv.split(np.zeros(len(y)), y, groups))
 
 
-def _fit_fold(estimator, X, y, train, test, presentations, group_col):
+def _fit_fold(estimator, X, y, train, test, presentations, group_col, seed=0):
     model = clone(estimator).fit(X.iloc[train], y[train])
     X_test = X.iloc[test]
+    has_groups = isinstance(X_test, pd.DataFrame) and group_col in X_test.columns
     out = {}
     for name in presentations:
-        shown = X_test
-        if name == "single_clip" and isinstance(X_test, pd.DataFrame) \
-                and group_col in X_test.columns:
-            shown = X_test.assign(**{group_col: ""})  # no speaker: population statistics
-        out[name] = model.predict_proba(shown)
+        if name == "single_clip" and has_groups:
+            # no speaker: what one clip gets
+            out[name] = model.predict_proba(X_test.assign(**{group_col: ""}))
+        elif name == "skewed_batch" and has_groups:
+            proba = None
+            for rows in skewed_batches(X_test[group_col], y[test], seed):
+                part = model.predict_proba(X_test.iloc[rows])
+                proba = np.zeros((len(test), part.shape[1])) if proba is None else proba
+                proba[rows] = part
+            out[name] = proba
+        else:
+            out[name] = model.predict_proba(X_test)
     return model.classes_, out
 
 
@@ -193,7 +206,9 @@ def cross_validate_model(estimator, X: pd.DataFrame, y, *, groups=None, protocol
         How the test clips are shown to each fold's model (:data:`PRESENTATIONS`):
         ``balanced_batch`` (all of a test speaker's clips together) and/or
         ``single_clip`` (each clip alone: the speaker column is blanked, so
-        speaker normalisation falls back to the training population). The same
+        speaker normalisation falls back to the training population) and/or
+        ``skewed_batch`` (each speaker's clips in batches of 2-3 emotions,
+        :func:`skewed_batches`). The same
         fits serve every presentation; the result is the first one's, the others
         in ``result.presentations``.
 
@@ -216,7 +231,7 @@ def cross_validate_model(estimator, X: pd.DataFrame, y, *, groups=None, protocol
     params = estimator.get_params(deep=False) if hasattr(estimator, "get_params") else {}
     group_col = params.get("group_col", "group")
     outs = Parallel(n_jobs=n_jobs)(delayed(_fit_fold)(estimator, X, y, tr, te, presentations,
-                                                      group_col)
+                                                      group_col, seed)
                                    for tr, te in splits)
     classes = sorted(set(y))
     model = {"class": type(estimator).__name__,

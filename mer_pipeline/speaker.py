@@ -12,7 +12,7 @@ from ._schema import feature_columns
 from .exceptions import ParameterError
 
 __all__ = ["SpeakerNormalizer", "split_groups", "speaker_rows", "record_features",
-           "check_features", "NO_GROUP"]
+           "check_features", "NO_GROUP", "ClassEffects", "skewed_batches"]
 
 NO_GROUP = ("", "nan", "None")
 """Speaker ids that mean "unknown speaker": such clips get the population statistics."""
@@ -39,6 +39,39 @@ def speaker_rows(groups: np.ndarray, min_clips: int, valid: np.ndarray | None = 
         rows = np.flatnonzero((groups == g) if valid is None else (groups == g) & valid)
         if len(rows) >= min_clips:
             yield rows
+
+
+def skewed_batches(groups, labels, seed: int = 0) -> list[np.ndarray]:
+    """Row indices of one-sided batches: each speaker's clips of 2-3 emotions.
+
+    Each speaker's emotions are shuffled (a generator seeded by ``seed`` and the
+    speaker id's CRC-32, so the rule never depends on the other speakers) and cut
+    into groups of three while more than four remain, then of two (8 emotions:
+    3, 3, 2; 7: 3, 2, 2; 3: 2, 1); a batch holds the speaker's clips of one group.
+
+    Parameters
+    ----------
+    groups, labels : array-like
+        Speaker id and emotion per row.
+    seed : int
+
+    Returns
+    -------
+    list of np.ndarray of int
+    """
+    import zlib
+
+    groups, labels = np.asarray(groups).astype(str), np.asarray(labels).astype(str)
+    batches = []
+    for g in pd.unique(groups):
+        rows = np.flatnonzero(groups == g)
+        rng = np.random.default_rng([seed, zlib.crc32(g.encode())])
+        emotions = list(rng.permutation(sorted(set(labels[rows]))))
+        while emotions:
+            take = 3 if len(emotions) > 4 else min(2, len(emotions))
+            chunk, emotions = emotions[:take], emotions[take:]
+            batches.append(rows[np.isin(labels[rows], chunk)])
+    return batches
 
 
 def record_features(est, values: np.ndarray, names) -> None:
@@ -99,8 +132,8 @@ def _check(values) -> np.ndarray:
     return arr if finite.all() else np.where(finite, arr, np.nan)
 
 
-#: A value further than this many 1st-99th-percentile ranges outside the training clips'
-#: range is absurd (a corrupted cell, 1e300): it is treated as missing for its clip, so
+#: A value further than this many 5th-95th-percentile ranges outside that range of the training
+#: clips is absurd (a corrupted cell, 1e300): it is treated as missing for its clip, so
 #: it cannot move the statistics other clips of its speaker are normalised by.
 ABSURD_RANGES = 1e4
 
@@ -108,11 +141,15 @@ ABSURD_RANGES = 1e4
 def _bounds(values: np.ndarray):
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
-        lo, hi, mid = np.nanpercentile(values, [1, 99, 50], axis=0)
+        # 5th-95th: a few absurd cells in a small training set cannot move them
+        lo, hi, mid = np.nanpercentile(values, [5, 95, 50], axis=0)
+    # a column constant over 90 % of the clips has no scale to judge by: no bound
+    constant = np.nan_to_num(hi - lo) == 0
     span = np.maximum(np.nan_to_num(hi - lo), np.maximum(1e-3 * np.abs(np.nan_to_num(mid)),
                                                          1e-12))
     lo, hi = np.nan_to_num(lo, nan=-np.inf), np.nan_to_num(hi, nan=np.inf)
-    return lo - ABSURD_RANGES * span, hi + ABSURD_RANGES * span
+    return (np.where(constant, -np.inf, lo - ABSURD_RANGES * span),
+            np.where(constant, np.inf, hi + ABSURD_RANGES * span))
 
 
 def _clip_absurd(values: np.ndarray, bounds) -> np.ndarray:
@@ -148,7 +185,8 @@ class SpeakerNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Training population statistics (the fallback).
     bounds_ : tuple of np.ndarray
         Per feature, the range outside which a value is absurd (:data:`ABSURD_RANGES`
-        1st-99th-percentile ranges beyond the training clips): such a cell, like an
+        5th-95th-percentile ranges beyond the training clips'; none for a column
+        constant over 90 % of them): such a cell, like an
         infinite one, is missing for its clip alone.
     n_features_in_ : int
     feature_names_in_ : np.ndarray of str
@@ -211,3 +249,59 @@ def _safe_std(values: np.ndarray) -> np.ndarray:
         std = np.nanstd(values, axis=0)
     std = np.where(np.isfinite(std) & (std > 1e-12), std, 1.0)
     return std
+
+
+class ClassEffects:
+    """How each emotion moves a speaker's features away from that speaker's mean.
+
+    Fitted on speaker-grouped training clips: ``offsets[c]`` is the mean, over the
+    clips of class ``c``, of the clip minus its speaker's mean (raw feature units);
+    ``variance`` is the part of a speaker's feature variance the emotions make
+    (``sum_c prior_c * offsets[c] ** 2``). With them a batch of one speaker whose
+    emotions are one-sided can be normalised as if it were balanced: subtract the
+    expected effect of each clip's (predicted) emotion before taking the speaker's
+    mean, and add the emotions' variance back to the residual variance
+    (class-aware normalisation, :meth:`speaker_stats`).
+
+    Parameters
+    ----------
+    values : np.ndarray, shape (n_clips, n_features)
+        Training clips, NaN-free.
+    codes : np.ndarray of int
+        Class index per clip.
+    groups : np.ndarray
+        Speaker id per clip.
+    n_classes : int
+    min_clips : int
+        Fewest clips of a speaker for it to count.
+    """
+
+    def __init__(self, values, codes, groups, n_classes: int, min_clips: int):
+        d = values.shape[1]
+        sums, counts = np.zeros((n_classes, d)), np.zeros(n_classes)
+        if groups is not None:
+            for rows in speaker_rows(groups, min_clips):
+                centred = values[rows] - values[rows].mean(axis=0)
+                np.add.at(sums, codes[rows], centred)
+                counts += np.bincount(codes[rows], minlength=n_classes)
+        self.prior = counts / max(counts.sum(), 1)
+        self.offsets = sums / np.maximum(counts, 1)[:, None]
+        self.variance = (self.prior[:, None] * self.offsets ** 2).sum(axis=0)
+
+    def speaker_stats(self, values: np.ndarray, proba: np.ndarray):
+        """Mean and scale of one speaker as if its clips were balanced.
+
+        Parameters
+        ----------
+        values : np.ndarray, shape (n_clips, n_features)
+            The speaker's clips, NaN-free.
+        proba : np.ndarray, shape (n_clips, n_classes)
+            Current class probabilities of those clips.
+
+        Returns
+        -------
+        mean, scale : np.ndarray of shape (n_features,)
+        """
+        residual = values - proba @ self.offsets
+        scale = np.sqrt(residual.var(axis=0) + self.variance)
+        return residual.mean(axis=0), np.where(scale > 1e-12, scale, 1.0)

@@ -40,8 +40,8 @@ def evaluate_features(features, *, cv: str = "actor", folds: int = 5, report_dir
                       model: str | None = None, speaker_norm: bool = True,
                       random_comparison: bool = True, seed: int = 0,
                       n_jobs: int | None = None, estimator=None,
-                      fusion: str = "auto",
-                      presentations=("balanced_batch", "single_clip")) -> EvaluationResult:
+                      fusion: str = "auto", adaptation: str | None = None,
+                      presentations=("balanced_batch", "single_clip", "skewed_batch")) -> EvaluationResult:
     """Cross-validate the package's classifier on a feature table and report.
 
     Parameters
@@ -55,7 +55,7 @@ def evaluate_features(features, *, cv: str = "actor", folds: int = 5, report_dir
     folds : int
     report_dir : path or None
         Where :func:`write_report` writes; ``None`` writes nothing.
-    model, speaker_norm, fusion
+    model, speaker_norm, fusion, adaptation
         Passed to :func:`mer_pipeline.fusion.build_estimator`: with audio and
         face features the multimodal estimator (``late`` fusion), otherwise
         :class:`~mer_pipeline.ensemble.EmotionClassifier` (``model=None``: its
@@ -83,7 +83,8 @@ def evaluate_features(features, *, cv: str = "actor", folds: int = 5, report_dir
     table = labelled_table(features)
     if estimator is None:
         estimator = build_estimator(table, fusion=fusion, model=model,
-                                    speaker_norm=speaker_norm, random_state=seed)
+                                    speaker_norm=speaker_norm, random_state=seed,
+                                    adaptation=adaptation)
     groups = table["group"].to_numpy() if "group" in table.columns else None
     y = table["emotion"].to_numpy()
     result = cross_validate_model(estimator, table, y, groups=groups, protocol=cv, folds=folds,

@@ -123,3 +123,13 @@ def test_features_lists_the_sets_without_data(capsys):
     assert "classical: = egemaps+compare+librosa" in out
     assert main(["features"]) == 1
     assert "needs DATA" in capsys.readouterr().err
+
+
+def test_adaptation_option_reaches_the_single_modality_model_only():
+    from mer_pipeline.fusion import build_estimator
+    from mer_pipeline import ParameterError
+
+    assert build_estimator(fusion="none", adaptation="batch").adaptation == "batch"
+    assert build_estimator(fusion="none").adaptation == "auto"
+    with pytest.raises(ParameterError, match="single-modality"):
+        build_estimator(fusion="late", adaptation="switch")

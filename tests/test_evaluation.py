@@ -61,7 +61,7 @@ def test_single_clip_presentation_withholds_the_speakers_statistics(tmp_path):
     table = synthetic_table(n_speakers=8, speaker_shift=4.0)
     result = evaluate_features(table, cv="actor", folds=4, report_dir=tmp_path, n_jobs=1,
                                random_comparison=False)
-    assert set(result.presentations) == {"balanced_batch", "single_clip"}
+    assert set(result.presentations) == {"balanced_batch", "single_clip", "skewed_batch"}
     batch, single = result.presentations["balanced_batch"], result.presentations["single_clip"]
     assert batch is result and single.presentation == "single_clip"
     assert batch.accuracy > 0.9 and single.accuracy < batch.accuracy - 0.1
@@ -80,3 +80,22 @@ def test_single_clip_presentation_withholds_the_speakers_statistics(tmp_path):
     with pytest.raises(ParameterError, match="presentations"):
         cross_validate_model(EmotionClassifier(), table, table["emotion"],
                              groups=table["group"], presentations=("skewed",))
+
+
+def test_skewed_batches_cover_each_clip_once_by_a_rule_of_each_speaker():
+    from mer_pipeline.evaluation import skewed_batches
+
+    assert [len(b) for b in skewed_batches(['s'] * 3, list('abc'))] == [2, 1]
+
+    labels = np.repeat(list("abcdefgh"), 3).tolist() * 2
+    groups = ["s1"] * 24 + ["s2"] * 24
+    batches = skewed_batches(groups, labels, seed=0)
+    rows = np.sort(np.concatenate(batches))
+    assert (rows == np.arange(48)).all()  # every clip once
+    sizes = sorted(len(set(np.asarray(labels)[b])) for b in batches)
+    assert sizes == [2, 2, 3, 3, 3, 3]  # 8 emotions: 3 + 3 + 2 per speaker
+    assert all(len(set(np.asarray(groups)[b])) == 1 for b in batches)
+    # a speaker's batches do not depend on who else is in the table; the seed changes them
+    alone = skewed_batches(groups[24:], labels[24:], seed=0)
+    assert [list(b + 24) for b in alone] == [list(b) for b in batches[3:]]
+    assert [list(b) for b in skewed_batches(groups, labels, seed=1)] != [list(b) for b in batches]

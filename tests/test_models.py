@@ -144,3 +144,74 @@ def test_block_C_overrides_by_set_name():
     clf = EmotionClassifier(block_C=(("a", 5.0),), logreg_C=0.5).fit(table, table["emotion"])
     Cs = {name: est.steps[-1][1].C for name, est in clf.estimator_.estimators}
     assert Cs == {"lin_audio_a": 5.0, "lin_audio_b": 0.5, "lin_all": 0.5}
+
+
+def test_adaptation_scores_a_lone_clip_with_the_model_trained_without_speaker_statistics():
+    table = synthetic_table(n_speakers=8, per_class=12, seed=1)
+    train, test = table[table["group"] != "c:7"], table[table["group"] == "c:7"]
+    auto = EmotionClassifier(adaptation="switch").fit(train, train["emotion"])
+    plain = EmotionClassifier(speaker_norm=False).fit(train, train["emotion"])
+    lone = [auto.predict_proba(test.iloc[[i]])[0] for i in range(len(test))]
+    assert np.allclose(lone, plain.predict_proba(test), atol=1e-6)
+    # the same with the speaker column blanked, and for a batch below min_speaker_clips
+    assert np.allclose(auto.predict_proba(test.assign(group="")), lone, atol=1e-6)
+    assert np.allclose(auto.predict_proba(test.iloc[:9]), np.asarray(lone)[:9], atol=1e-6)
+    # "batch" keeps the speaker-normalised model with population statistics, no second model
+    batch = EmotionClassifier(adaptation="batch").fit(train, train["emotion"])
+    assert batch.fallback_ is None and not np.allclose(batch.predict_proba(test.iloc[[0]]),
+                                                       lone[0])
+
+
+def test_auto_adaptation_chooses_its_rules_by_inner_speaker_grouped_cv():
+    table = synthetic_table(n_speakers=8, per_class=12, seed=1)
+    train, test = table[table["group"] != "c:7"], table[table["group"] == "c:7"]
+    auto = EmotionClassifier().fit(train, train["emotion"])
+    chosen, inner = auto.adaptation_, auto.adaptation_["inner"]
+    assert chosen["lone_clip"] == max(inner["single_clip"], key=inner["single_clip"].get)
+    score = {r: inner["balanced_batch"][r] + inner["skewed_batch"][r] for r in ("own", "switch",
+                                                                            "class_aware")}
+    assert score[chosen["batch"]] == max(score.values())
+    # a lone clip gets the chosen model
+    lone = auto.estimator_ if chosen["lone_clip"] == "population" else auto.fallback_
+    assert np.allclose(auto.predict_proba(test.iloc[[3]]),
+                       lone.predict_proba(auto._population(test.iloc[[3], 2:].to_numpy())))
+    # the choice is a fitted attribute: clone forgets it, a refit finds the same
+    assert not hasattr(clone(auto), "adaptation_")
+    assert EmotionClassifier().fit(train, train["emotion"]).adaptation_ == chosen
+    # too few speakers for the inner folds: the fixed 'switch' rules, said so
+    two = table[table["group"].isin(["c:0", "c:1"])]
+    few = EmotionClassifier().fit(two, two["emotion"]).adaptation_
+    assert few["batch"] == "switch" and "too few speakers" in few["inner"]
+
+
+def test_adaptation_holds_up_on_a_one_sided_batch():
+    """Six emotions; a test speaker's batch of two: normalising by the batch's own mean
+    shifts it towards those emotions and wrecks it; class-aware statistics do not."""
+    rng = np.random.default_rng(0)
+    emotions = [f"e{k}" for k in range(6)]
+    rows, labels, groups = [], [], []
+    for s in range(10):
+        offset = rng.normal(0, 3.0, 12)
+        for k, emo in enumerate(emotions):
+            for _ in range(10):
+                x = rng.normal(0, 1, 12) + offset
+                x[2 * k] += 3.0
+                x[2 * k + 1] += 3.0
+                rows.append(x)
+                labels.append(emo)
+                groups.append(f"s{s}")
+    table = pd.DataFrame(np.array(rows), columns=[f"audio__f_{i}" for i in range(12)])
+    table.insert(0, "group", groups)
+    labels = np.array(labels)
+    train = (table["group"] != "s9").to_numpy()
+    fits = {a: EmotionClassifier(adaptation=a).fit(table[train], labels[train])
+            for a in ("auto", "batch", "class_aware")}
+    one_sided = ~train & np.isin(labels, ["e0", "e1"])
+    acc = {a: (f.predict(table[one_sided]) == labels[one_sided]).mean() for a, f in fits.items()}
+    assert acc["batch"] < 0.75 and acc["auto"] > acc["batch"] + 0.15
+    assert acc["class_aware"] == acc["auto"]
+    balanced = ~train
+    assert (fits["auto"].predict(table[balanced]) == labels[balanced]).mean() >= \
+        (fits["batch"].predict(table[balanced]) == labels[balanced]).mean() - 0.02
+    with pytest.raises(ParameterError, match="adaptation"):
+        EmotionClassifier(adaptation="always").fit(table[train], labels[train])

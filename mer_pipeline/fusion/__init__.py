@@ -59,7 +59,8 @@ FUSION_CHOICES = ("auto", "none") + FUSIONS
 
 
 def build_estimator(table=None, *, fusion: str = "auto", model: str | None = None,
-                    speaker_norm: bool = True, random_state: int | None = 0, **params):
+                    speaker_norm: bool = True, random_state: int | None = 0,
+                    adaptation: str | None = None, **params):
     """The estimator ``mer evaluate`` and ``mer train`` fit: one place decides.
 
     Parameters
@@ -77,6 +78,9 @@ def build_estimator(table=None, *, fusion: str = "auto", model: str | None = Non
         the multimodal estimator; ``None`` keeps the default (``blend``).
     speaker_norm : bool
     random_state : int or None
+    adaptation : str or None
+        ``EmotionClassifier(adaptation=...)`` (``None``: its default, ``"auto"``);
+        refused for the multimodal estimator, which has no such rules yet.
     **params
         More :class:`MultimodalEmotionClassifier` (or ``EmotionClassifier``)
         hyper-parameters.
@@ -92,8 +96,14 @@ def build_estimator(table=None, *, fusion: str = "auto", model: str | None = Non
     if fusion == "auto":
         fusion = "late" if table is not None and len(table_modalities(table)) > 1 else "none"
     if fusion == "none":
+        if adaptation is not None:
+            params = {**params, "adaptation": adaptation}
         return EmotionClassifier(speaker_norm=speaker_norm, random_state=random_state,
                                  **kw, **params)
+    if adaptation is not None:
+        raise ParameterError(f"adaptation ({adaptation!r}) is for single-modality models; the "
+                             f"{fusion} fusion model normalises each modality by the batch's "
+                             "statistics, with population statistics for a lone clip")
     inner = EmotionClassifier(random_state=random_state, **kw) if kw else None
     return MultimodalEmotionClassifier(fusion=fusion, estimator=inner,
                                        speaker_norm=speaker_norm, random_state=random_state,
