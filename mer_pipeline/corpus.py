@@ -71,9 +71,47 @@ _JAFFE = re.compile(r"^([A-Z]{2})\.(AN|DI|FE|HA|NE|SA|SU)(\d+)\.(\d+)$")
 _JAFFE_EMOTIONS = {"AN": "angry", "DI": "disgust", "FE": "fearful", "HA": "happy",
                    "NE": "neutral", "SA": "sad", "SU": "surprised"}
 _CKPLUS = re.compile(r"^(S\d{3})_(\d{3})_(\d{8})$")
+# speech corpora in other languages (each tested on synthetic names in tests/test_corpus.py)
+_EMODB = re.compile(r"^(\d{2})([ab]\d{2})([WLEAFTN])([a-z])$")
+_EMODB_EMOTIONS = {"W": "angry", "L": "boredom", "E": "disgust", "A": "fearful", "F": "happy",
+                   "T": "sad", "N": "neutral"}
+_EMODB_MALE = {"03", "10", "11", "12", "15"}
+_URDU = re.compile(r"^(S([MF])\d+)_F\d+_([ASHN])(\d+)$")
+_URDU_EMOTIONS = {"A": "angry", "S": "sad", "H": "happy", "N": "neutral"}
+_NEMO = re.compile(r"^([A-Z]{2}\d)_(anger|fear|happiness|neutral|sadness|surprised)_(\d+)$")
+_TUREV = re.compile(r"^(\d{4})_(kz|sk|mt|hl)_(.+)$")
+_TUREV_EMOTIONS = {"kz": "angry", "sk": "calm", "mt": "happy", "hl": "sad"}
+_EMOVO = re.compile(r"^(dis|gio|neu|pau|rab|sor|tri)-([fm][1-9])-(.+)$")
+_EMOVO_EMOTIONS = {"dis": "disgust", "gio": "happy", "neu": "neutral", "pau": "fearful",
+                   "rab": "angry", "sor": "surprised", "tri": "sad"}
+_CAFE = re.compile(r"^(\d{2})-([CDJNPST])-(?:([12])-)?(\d)$")
+_CAFE_EMOTIONS = {"C": "angry", "D": "disgust", "J": "happy", "N": "neutral", "P": "fearful",
+                  "S": "surprised", "T": "sad"}
+_SUBESCO = re.compile(r"^([MF])_(\d+)_([A-Z]+)_S_(\d+)_([A-Z]+)_(\d+)$")
+_SHEMO = re.compile(r"^([FM]\d{2})([AHNSWF])(\d{2})$")
+_SHEMO_EMOTIONS = {"A": "angry", "H": "happy", "N": "neutral", "S": "sad", "W": "surprised",
+                   "F": "fearful"}
+_MESD = re.compile(r"^(Anger|Disgust|Fear|Happiness|Neutral|Sadness)_([FMC])_([AB])_(.+)$",
+                   re.IGNORECASE)
+_ESD = re.compile(r"^(\d{4})_(\d{6})$")
+#: ESD's utterance numbers by emotion (350 each, the same order for every speaker)
+_ESD_RANGES = ((350, "neutral"), (700, "angry"), (1050, "happy"), (1400, "sad"),
+               (1750, "surprised"))
+_JL = re.compile(r"^(female|male)([1-9])_([a-z]+)_(\d+[a-z])_(\d+)$")
+_AESDD = re.compile(r"^([adfhs])(\d{2})\s*\((\d+)\)\s*([a-z]?)$")
+_AESDD_EMOTIONS = {"a": "angry", "d": "disgust", "f": "fearful", "h": "happy", "s": "sad"}
+_ASVP = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2,4})-(\d{2,4})-(\d{2})-(\d{2})"
+                   r"(?:-(\d{2}))?(?:-(\d{2}))?$")
+_ASVP_EMOTIONS = {1: "boredom", 2: "neutral", 3: "happy", 4: "sad", 5: "angry", 6: "fearful",
+                  7: "disgust", 8: "surprised", 9: "excited", 10: "pleasure", 11: "pain",
+                  12: "disappointment", 13: "breath"}
+_ENTERFACE = re.compile(r"^s_?(\d+)_(an|di|fe|ha|sa|su)_(\d+)$")
+_ENTERFACE_EMOTIONS = {"an": "angry", "di": "disgust", "fe": "fearful", "ha": "happy",
+                       "sa": "sad", "su": "surprised"}
 #: Manifest columns a listing may not set through an extra column (``corpus`` and
 #: ``gender`` are read from their own columns).
 _RESERVED = {"clip_id", "corpus", "actor", "gender", "emotion", "kind", "path", "group",
+             "speaker_gender", "sex",
              "split", "audio_path", "video_path", "media", "subject", "speaker", "label"}
 _SPLITS = {"train", "training", "test", "testing", "val", "valid", "validation",
            "publictest", "privatetest", "dev"}
@@ -198,8 +236,171 @@ def _parse_ckplus(stem: str, path: Path, kind: str):
                    sequence=f"{subject}_{seq}", frame=int(frame))
 
 
+def _av(kind: str) -> str:
+    """A video file of a speech corpus carries its sound too."""
+    return "audio+video" if kind == "video" else kind
+
+
+def _parse_emodb(stem: str, path: Path, kind: str):
+    m = _EMODB.match(stem)
+    if not m:
+        return None
+    speaker, text, code, version = m.groups()
+    return _record("emodb", stem, speaker, "male" if speaker in _EMODB_MALE else "female",
+                   _EMODB_EMOTIONS[code], path, _av(kind), sentence=text, language="de")
+
+
+def _parse_urdu(stem: str, path: Path, kind: str):
+    m = _URDU.match(stem)
+    if not m:
+        return None
+    speaker, sex, code, _ = m.groups()
+    return _record("urdu", stem, speaker, "male" if sex == "M" else "female",
+                   _URDU_EMOTIONS[code], path, _av(kind), language="ur")
+
+
+def _parse_nemo(stem: str, path: Path, kind: str):
+    m = _NEMO.match(stem)
+    if not m:
+        return None
+    speaker, emo, sentence = m.groups()
+    return _record("nemo", stem, speaker, "", canonical_label(emo), path, _av(kind),
+                   sentence=sentence, language="pl")
+
+
+def _parse_turev(stem: str, path: Path, kind: str):
+    m = _TUREV.match(stem)
+    if not m:
+        return None
+    speaker, code, word = m.groups()
+    return _record("turevdb", stem, speaker, "", _TUREV_EMOTIONS[code], path, _av(kind),
+                   word=word, language="tr")
+
+
+def _parse_emovo(stem: str, path: Path, kind: str):
+    m = _EMOVO.match(stem)
+    if not m:
+        return None
+    code, speaker, sentence = m.groups()
+    return _record("emovo", stem, speaker, "female" if speaker[0] == "f" else "male",
+                   _EMOVO_EMOTIONS[code], path, _av(kind), sentence=sentence, language="it")
+
+
+def _parse_cafe(stem: str, path: Path, kind: str):
+    m = _CAFE.match(stem)
+    if not m:
+        return None
+    actor, code, level, sentence = m.groups()
+    intensity = {"1": "low", "2": "high"}.get(level, "")
+    return _record("cafe", stem, actor, "male" if int(actor) % 2 else "female",
+                   _CAFE_EMOTIONS[code], path, _av(kind), intensity=intensity,
+                   sentence=sentence, language="fr")
+
+
+def _parse_subesco(stem: str, path: Path, kind: str):
+    m = _SUBESCO.match(stem)
+    if not m:
+        return None
+    sex, number, name, sentence, emo, take = m.groups()
+    label = emo.lower()
+    if label not in LABEL_SYNONYMS:
+        raise _Unparsed(f"SUBESCO emotion {emo!r} unknown")
+    return _record("subesco", stem, f"{sex}_{number}", "male" if sex == "M" else "female",
+                   canonical_label(label), path, _av(kind), sentence=sentence, language="bn")
+
+
+def _parse_shemo(stem: str, path: Path, kind: str):
+    m = _SHEMO.match(stem)
+    if not m:
+        return None
+    speaker, code, _ = m.groups()
+    return _record("shemo", stem, speaker, "female" if speaker[0] == "F" else "male",
+                   _SHEMO_EMOTIONS[code], path, _av(kind), language="fa")
+
+
+def _parse_mesd(stem: str, path: Path, kind: str):
+    m = _MESD.match(stem)
+    if not m:
+        return None
+    emo, voice, part, word = m.groups()
+    # MESD names no speaker: its clips cannot take part in speaker-grouped splits
+    return _record("mesd", stem, "", {"F": "female", "M": "male"}.get(voice.upper(), ""),
+                   canonical_label(emo), path, _av(kind), voice=voice.upper(), word=word,
+                   language="es")
+
+
+def _parse_esd(stem: str, path: Path, kind: str):
+    m = _ESD.match(stem)
+    if not m:
+        return None
+    speaker, number = m.groups()
+    label = path.parent.name.lower()
+    if label not in LABEL_SYNONYMS:  # not in its emotion folder: the number tells it
+        label = next((e for hi, e in _ESD_RANGES if int(number) <= hi), "")
+        if not label or int(number) < 1:
+            raise _Unparsed(f"ESD utterance number {number} outside 000001-001750")
+    return _record("esd", stem, speaker, "", canonical_label(label), path, _av(kind),
+                   language="zh" if int(speaker) <= 10 else "en")
+
+
+def _parse_jl(stem: str, path: Path, kind: str):
+    m = _JL.match(stem)
+    if not m:
+        return None
+    sex, number, emo, sentence, take = m.groups()
+    return _record("jlcorpus", stem, f"{sex}{number}", sex, canonical_label(emo), path,
+                   _av(kind), sentence=sentence, language="en")
+
+
+def _parse_aesdd(stem: str, path: Path, kind: str):
+    m = _AESDD.match(stem)
+    if not m:
+        return None
+    code, sentence, speaker, take = m.groups()
+    return _record("aesdd", _slug(stem), str(int(speaker)), "", _AESDD_EMOTIONS[code], path,
+                   _av(kind), sentence=sentence, language="el")
+
+
+def _parse_asvp(stem: str, path: Path, kind: str):
+    m = _ASVP.match(stem)
+    if not m:
+        return None
+    fields = [int(g) for g in m.groups() if g is not None]
+    emo, actor = fields[2], fields[5]
+    if emo not in _ASVP_EMOTIONS:
+        raise _Unparsed(f"ASVP-ESD emotion code {emo:02d} outside 01-13")
+    return _record("asvpesd", stem, f"{actor:02d}", "", _ASVP_EMOTIONS[emo], path, _av(kind),
+                   vocal_channel="speech" if fields[1] == 1 else "non_speech")
+
+
+def _parse_enterface(stem: str, path: Path, kind: str):
+    m = _ENTERFACE.match(stem)
+    if not m:
+        return None
+    subject, code, sentence = m.groups()
+    return _record("enterface", f"s{int(subject)}_{code}_{sentence}", str(int(subject)), "",
+                   _ENTERFACE_EMOTIONS[code], path, _av(kind), sentence=sentence,
+                   language="en")
+
+
+#: Tried in this order; each pattern is strict enough that no two accept the same name
+#: (tests/test_corpus.py checks every reader's names against all the others).
 _NAME_PARSERS = (_parse_ravdess, _parse_cremad, _parse_tess, _parse_jaffe, _parse_ckplus,
-                 _parse_savee)
+                 _parse_savee, _parse_emodb, _parse_urdu, _parse_nemo, _parse_turev,
+                 _parse_emovo, _parse_cafe, _parse_subesco, _parse_shemo, _parse_mesd,
+                 _parse_esd, _parse_jl, _parse_aesdd, _parse_asvp, _parse_enterface)
+
+#: The corpora whose file names :func:`parse_filename` reads, with an example name each.
+CORPUS_NAMES: dict[str, str] = {
+    "ravdess": "03-01-05-01-02-01-12.wav", "cremad": "1001_DFA_ANG_XX.wav",
+    "tess": "OAF_back_angry.wav", "savee": "DC_a04.wav", "jaffe": "KA.AN1.39.tiff",
+    "ckplus": "S010_004_00000017.png (in an emotion folder)", "emodb": "03a01Fa.wav",
+    "urdu": "SM1_F10_A010.wav", "nemo": "EB0_anger_1.wav", "turevdb": "1157_kz_acik.wav",
+    "emovo": "dis-f1-b1.wav", "cafe": "01-C-1-1.wav", "subesco": "F_01_OISHI_S_1_ANGRY_1.wav",
+    "shemo": "F01A01.wav", "mesd": "Anger_F_A_abajo.wav", "esd": "0011_000351.wav",
+    "jlcorpus": "female1_angry_1a_1.wav", "aesdd": "a01 (1).wav",
+    "asvpesd": "03-01-05-01-01-02-02-01-01.wav (8-10 fields)", "enterface": "s1_an_1.avi",
+}
 
 
 def parse_filename(path: str | os.PathLike) -> dict:
@@ -276,6 +477,15 @@ def _slug(text: str) -> str:
     return re.sub(r"[^\w.+-]+", "_", text).strip("_").lower() or "corpus"
 
 
+def _corpus_name(text: str) -> str:
+    """A corpus name from a folder or a listing's ``corpus`` cell: the reader's name where it is
+    one of the known corpora written another way (``turev_db``, ``EMO-DB`` → ``turevdb``,
+    ``emodb``), else its slug."""
+    slug = _slug(text)
+    flat = re.sub(r"[^a-z0-9]", "", slug)
+    return next((name for name in CORPUS_NAMES if name == flat), slug)
+
+
 def _walk(root: Path) -> Iterable[Path]:
     """Files under ``root`` in sorted order, following symbolic links to folders (a folder
     reached twice, a link loop included, is walked once)."""
@@ -306,7 +516,9 @@ def _read_listing(csv_path: Path, records: list, unparsed: list, *,
         raise ParameterError(f"{csv_path}: listing lacks column(s) {', '.join(missing)}; "
                              "it needs 'path' and 'label' (or 'emotion')")
     subject_col = next((cols[c] for c in ("subject", "actor", "speaker") if c in cols), None)
-    corpus = _slug(csv_path.stem)
+    gender_col = next((cols[c] for c in ("gender", "speaker_gender", "sex") if c in cols), None)
+    # three corpora listed by three LABELS.csv files stay three corpora
+    corpus = _corpus_name(csv_path.parent.name)
     known = {cols["path"], label_col, subject_col, cols.get("clip_id")}
     for row in table.to_dict("records"):
         path = Path(row[cols["path"]])
@@ -327,12 +539,26 @@ def _read_listing(csv_path: Path, records: list, unparsed: list, *,
         key = given or _slug("_".join(Path(row[cols["path"]]).with_suffix("").parts[-3:]))
         # columns the manifest defines itself are honoured or dropped, never passed twice
         extra = {k: v for k, v in row.items() if k not in known and k.lower() not in _RESERVED}
-        here = _slug(row[cols["corpus"]]) if cols.get("corpus") and row[cols["corpus"]] \
+        here = _corpus_name(row[cols["corpus"]]) if cols.get("corpus") and row[cols["corpus"]] \
             else corpus
-        gender = row[cols["gender"]].strip().lower() if cols.get("gender") else ""
+        gender = row[gender_col].strip().lower() if gender_col else ""
+        actor = row[subject_col].strip() if subject_col else ""
         if cols.get("split"):
             extra["split"] = row[cols["split"]]
-        rec = _record(here, key, row[subject_col] if subject_col else "",
+        if not actor or not gender or not extra.get("language"):
+            # what the listing leaves out, the file's name may say (a corpus reader's speaker)
+            try:
+                named = _parse_named(path) or {}
+            except _Unparsed:
+                named = {}
+            if named and not actor and named.get("actor"):
+                actor = named["actor"]
+                if not (cols.get("corpus") and row[cols["corpus"]]):
+                    here = named["corpus"]
+            gender = gender or named.get("gender", "")
+            if named.get("language") and not extra.get("language"):
+                extra["language"] = named["language"]
+        rec = _record(here, key, actor,
                       {"m": "male", "f": "female"}.get(gender, gender),
                       canonical_label(label) if label else "", path,
                       "audio+video" if kind == "video" else kind, _slug=not given, **extra)

@@ -39,6 +39,8 @@ PROTOCOLS = {
     "actor": "actor-independent (grouped K-fold: no actor in both train and test)",
     "subject": "subject-independent (grouped K-fold: no subject in both train and test)",
     "random": "OPTIMISTIC random stratified clip split (speakers leak across folds)",
+    "corpus": "leave-one-corpus-out (trained on the other corpora, scored on the classes the "
+              "held-out corpus shares with them)",
 }
 
 #: How a fold's test clips are shown to the fitted model. Speaker normalisation uses a
@@ -92,6 +94,7 @@ class EvaluationResult:
     comparison: "EvaluationResult | None" = None
     presentation: str = "balanced_batch"
     presentations: dict = field(default_factory=dict)
+    dropped_classes: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """The figures as JSON-ready data (what ``metrics.json`` holds)."""
@@ -118,6 +121,8 @@ class EvaluationResult:
                        "fold_accuracy_std": round(float(np.std(
                            [f["accuracy"] for f in r.folds])), 4)}
                 for name, r in self.presentations.items()}
+        if self.dropped_classes:
+            out["dropped_classes"] = dict(self.dropped_classes)
         if self.comparison is not None:
             out["optimistic_random_split"] = {
                 k: v for k, v in self.comparison.to_dict().items() if k != "model"}
@@ -134,6 +139,18 @@ class EvaluationResult:
         for name, r in self.presentations.items():
             lines.append(f"  {name:15s} accuracy {r.accuracy:.4f}, macro-F1 {r.macro_f1:.4f}"
                          f"  ({PRESENTATIONS[name]})")
+        if self.protocol == "corpus":
+            lines.append(f"  mean over held-out corpora {d['fold_accuracy_mean']:.4f}; each:")
+            for f in self.folds:
+                lines.append(f"    {f['corpus']:12s} accuracy {f['accuracy']:.4f}, macro-F1 "
+                             f"{f['macro_f1']:.4f} on {len(f['classes'])} classes "
+                             f"(majority {f['majority']:.4f}, chance {f['chance']:.4f}), "
+                             f"{f['n_test']} clips"
+                             + (f"; left out: {', '.join(f'{k}={v}' for k, v in f['dropped'].items())}"
+                                if f["dropped"] else ""))
+        if self.dropped_classes:
+            lines.append("  clips outside --classes left out: " + ", ".join(
+                f"{k}={v}" for k, v in self.dropped_classes.items()))
         if self.comparison is not None:
             c = self.comparison
             lines.append(f"beside it, {PROTOCOLS['random']}:")
@@ -143,6 +160,13 @@ class EvaluationResult:
 
 
 def _splits(protocol, y, groups, folds, seed):
+    if protocol == "corpus":
+        names = np.unique(groups if groups is not None else [])
+        if groups is None or len(names) < 2 or np.any(pd.isna(groups)):
+            raise ParameterError("leave-one-corpus-out needs clips of at least two corpora "
+                                 f"(found {len(names)}); extract features of several corpora "
+                                 "into one table (mer features A B ...)")
+        return [(np.flatnonzero(groups != c), np.flatnonzero(groups == c)) for c in names]
     if protocol == "random":
         cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
         return list(cv.split(np.zeros(len(y)), y))
@@ -160,10 +184,39 @@ def _splits(protocol, y, groups, folds, seed):
     return list(cv.split(np.zeros(len(y)), y, groups))
 
 
-def _fit_fold(estimator, X, y, train, test, presentations, group_col, seed=0):
+def _fit_fold(estimator, X, y, train, test, presentations, group_col, seed=0, restrict=None):
     model = clone(estimator).fit(X.iloc[train], y[train])
     X_test = X.iloc[test]
     has_groups = isinstance(X_test, pd.DataFrame) and group_col in X_test.columns
+    if restrict is not None:  # decide among the classes the test set can hold
+        keep = np.isin(np.asarray(model.classes_).astype(str), list(restrict))
+        return model.classes_, {name: restrict_proba(proba, keep) for name, proba in
+                                _fit_fold_probas(model, X_test, y[test], presentations,
+                                                 has_groups, group_col, seed).items()}
+    return model.classes_, _fit_fold_probas(model, X_test, y[test], presentations, has_groups,
+                                            group_col, seed)
+
+
+def restrict_proba(proba: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Class probabilities renormalised over the classes ``keep`` marks (the others 0).
+
+    Parameters
+    ----------
+    proba : ndarray of shape (n_clips, n_classes)
+    keep : ndarray of bool, shape (n_classes,)
+
+    Returns
+    -------
+    ndarray of the same shape; rows whose kept classes all had probability 0
+    share it equally among them.
+    """
+    out = np.where(keep[None, :], np.asarray(proba, dtype=float), 0.0)
+    total = out.sum(axis=1, keepdims=True)
+    flat = np.where(keep, 1.0 / max(int(keep.sum()), 1), 0.0)[None, :]
+    return np.where(total > 0, out / np.where(total > 0, total, 1.0), flat)
+
+
+def _fit_fold_probas(model, X_test, y_test, presentations, has_groups, group_col, seed):
     out = {}
     for name in presentations:
         if name == "single_clip" and has_groups:
@@ -171,14 +224,14 @@ def _fit_fold(estimator, X, y, train, test, presentations, group_col, seed=0):
             out[name] = model.predict_proba(X_test.assign(**{group_col: ""}))
         elif name == "skewed_batch" and has_groups:
             proba = None
-            for rows in skewed_batches(X_test[group_col], y[test], seed):
+            for rows in skewed_batches(X_test[group_col], y_test, seed):
                 part = model.predict_proba(X_test.iloc[rows])
-                proba = np.zeros((len(test), part.shape[1])) if proba is None else proba
+                proba = np.zeros((len(y_test), part.shape[1])) if proba is None else proba
                 proba[rows] = part
             out[name] = proba
         else:
             out[name] = model.predict_proba(X_test)
-    return model.classes_, out
+    return out
 
 
 def cross_validate_model(estimator, X: pd.DataFrame, y, *, groups=None, protocol: str = "actor",
@@ -228,12 +281,37 @@ def cross_validate_model(estimator, X: pd.DataFrame, y, *, groups=None, protocol
     y = np.asarray(y).astype(str)
     groups = None if groups is None else np.asarray(groups).astype(object)
     splits = _splits(protocol, y, groups, folds, seed)
+    restrict = [None] * len(splits)
+    extra = [{} for _ in splits]
+    if protocol == "corpus":
+        # a held-out corpus is scored on the classes it shares with the training corpora
+        for k, (tr, te) in enumerate(splits):
+            known = set(y[tr])
+            kept = te[np.isin(y[te], list(known))]
+            shared = sorted(set(y[kept]))
+            counts = pd.Series(y[kept]).value_counts()
+            extra[k] = {"corpus": str(groups[te[0]]), "classes": shared,
+                        "majority": round(float(counts.iloc[0] / len(kept)), 4)
+                        if len(kept) else None,
+                        "chance": round(1.0 / len(shared), 4) if shared else None,
+                        "dropped": {str(c): int(n) for c, n in
+                                    pd.Series(y[te][~np.isin(y[te], list(known))])
+                                    .value_counts().sort_index().items()}}
+            splits[k], restrict[k] = (tr, kept), shared
+        splits_used = [(k, sp) for k, sp in enumerate(splits) if len(sp[1])]
+        if not splits_used:
+            raise ParameterError("no held-out corpus shares a class with the others")
+    else:
+        splits_used = list(enumerate(splits))
     params = estimator.get_params(deep=False) if hasattr(estimator, "get_params") else {}
     group_col = params.get("group_col", "group")
     outs = Parallel(n_jobs=n_jobs)(delayed(_fit_fold)(estimator, X, y, tr, te, presentations,
-                                                      group_col, seed)
-                                   for tr, te in splits)
-    classes = sorted(set(y))
+                                                      group_col, seed, restrict[k])
+                                   for k, (tr, te) in splits_used)
+    splits = [sp for _, sp in splits_used]
+    extra = [extra[k] for k, _ in splits_used]
+    tested = np.sort(np.concatenate([te for _, te in splits]))
+    classes = sorted(set(y[tested]))
     model = {"class": type(estimator).__name__,
              **{k: v for k, v in params.items() if isinstance(v, (int, float, str, bool))
                 or v is None}}
@@ -243,8 +321,9 @@ def cross_validate_model(estimator, X: pd.DataFrame, y, *, groups=None, protocol
         fold_of = np.zeros(len(y), dtype=int)
         per_fold = []
         for k, ((tr, te), (cls, probas)) in enumerate(zip(splits, outs)):
-            idx = [classes.index(c) for c in cls]
-            proba[np.ix_(te, idx)] = probas[name]
+            idx = [classes.index(c) if c in classes else None for c in cls]
+            cols = [j for j, i in enumerate(idx) if i is not None]
+            proba[np.ix_(te, [idx[j] for j in cols])] = probas[name][:, cols]
             fold_of[te] = k
             pred = np.asarray(classes)[np.argmax(proba[te], axis=1)]
             per_fold.append({
@@ -253,15 +332,17 @@ def cross_validate_model(estimator, X: pd.DataFrame, y, *, groups=None, protocol
                 "macro_f1": round(float(f1_score(y[te], pred, average="macro",
                                                  zero_division=0)), 4),
                 "test_groups": sorted(set(groups[te].tolist())) if groups is not None else [],
+                **extra[k],
             })
+        proba, fold_of, yt = proba[tested], fold_of[tested], y[tested]
         pred = np.asarray(classes)[np.argmax(proba, axis=1)]
-        table = pd.DataFrame({"emotion": y, "predicted": pred, "fold": fold_of},
-                             index=X.index)
+        table = pd.DataFrame({"emotion": yt, "predicted": pred, "fold": fold_of},
+                             index=X.index[tested])
         for j, c in enumerate(classes):
             table[f"proba_{c}"] = proba[:, j]
         results[name] = EvaluationResult(
-            protocol=protocol, accuracy=float(accuracy_score(y, pred)),
-            macro_f1=float(f1_score(y, pred, average="macro", zero_division=0)),
+            protocol=protocol, accuracy=float(accuracy_score(yt, pred)),
+            macro_f1=float(f1_score(yt, pred, average="macro", zero_division=0)),
             folds=per_fold, classes=classes, predictions=table,
             n_groups=0 if groups is None else len(np.unique(groups)), model=model,
             presentation=name)

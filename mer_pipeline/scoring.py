@@ -73,7 +73,8 @@ def align_features(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     return table[meta + list(columns) + sequences]
 
 
-def predict_table(model, table: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+def predict_table(model, table: pd.DataFrame, columns: list[str] | None = None, *,
+                  classes=None) -> pd.DataFrame:
     """Predictions for a feature table: ``predicted``, ``proba_<class>``, ``modalities``.
 
     Parameters
@@ -83,18 +84,38 @@ def predict_table(model, table: pd.DataFrame, columns: list[str] | None = None) 
         Indexed by ``clip_id``.
     columns : list of str or None
         The model's feature columns (default: ``model.feature_names_in_``).
+    classes : str, sequence of str or None
+        Decide among these of the model's classes only (names or a preset,
+        :func:`mer_pipeline.config.parse_classes`); the others get probability 0.
 
     Returns
     -------
     pandas.DataFrame
         Indexed by ``clip_id``; probabilities sum to 1 per row.
+
+    Raises
+    ------
+    ParameterError
+        If ``classes`` names a class the model does not know.
     """
+    from .config import parse_classes
+    from .evaluation import restrict_proba
+    from .exceptions import ParameterError
+
     columns = list(columns if columns is not None else model.feature_names_in_)
+    wanted = parse_classes(classes)
+    known = [str(c) for c in model.classes_]
+    if wanted is not None and set(wanted) - set(known):
+        raise ParameterError(f"the model does not know class(es) "
+                             f"{', '.join(sorted(set(wanted) - set(known)))}; it knows "
+                             f"{', '.join(known)}")
     X = align_features(table, columns)
     if "group" not in X.columns:
         X = X.assign(group="")
     proba = model.predict_proba(X)
-    classes = [str(c) for c in model.classes_]
+    if wanted is not None:
+        proba = restrict_proba(proba, np.isin(known, wanted))
+    classes = known
     out = pd.DataFrame(index=X.index.rename("clip_id"))
     out["predicted"] = np.asarray(classes)[np.argmax(proba, axis=1)]
     for j, c in enumerate(classes):

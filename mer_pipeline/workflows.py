@@ -19,20 +19,49 @@ from pathlib import Path
 import pandas as pd
 
 from . import _schema
+from .exceptions import ParameterError
 from .evaluation import EvaluationResult, cross_validate_model, write_report
 
 __all__ = ["evaluate_features", "train_and_save", "score_inputs", "labelled_table"]
 
 
-def labelled_table(features) -> pd.DataFrame:
-    """A feature table (loaded from a path, or given) with its unlabelled clips dropped;
-    its provenance record stays in ``attrs``."""
+def labelled_table(features, classes=None) -> pd.DataFrame:
+    """A feature table (loaded from a path, or given) with its unlabelled clips dropped.
+
+    Parameters
+    ----------
+    features : path or pandas.DataFrame
+    classes : str, sequence of str or None
+        Keep only clips of these emotions (:func:`mer_pipeline.config.parse_classes`:
+        names or a preset such as ``big4``). ``attrs["dropped_classes"]`` counts
+        the clips left out, by label.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Its provenance record stays in ``attrs``.
+    """
+    from .config import parse_classes
     from .features import load_features
 
     table = features if isinstance(features, pd.DataFrame) else load_features(features)
     provenance = table.attrs.get("provenance")
     table = table[table["emotion"].astype(str) != ""]
+    dropped = {}
+    wanted = parse_classes(classes)
+    if wanted is not None:
+        keep = table["emotion"].astype(str).isin(wanted)
+        dropped = {str(k): int(v) for k, v in
+                   table.loc[~keep, "emotion"].value_counts().sort_index().items()}
+        missing = sorted(set(wanted) - set(table["emotion"].astype(str)))
+        if not keep.any():
+            raise ParameterError(f"no clip has one of the classes {', '.join(wanted)}")
+        if missing:
+            warnings.warn(f"no clip of class(es) {', '.join(missing)} in the table",
+                          stacklevel=2)
+        table = table[keep]
     table.attrs["provenance"] = provenance
+    table.attrs["dropped_classes"] = dropped
     return table
 
 
@@ -41,7 +70,8 @@ def evaluate_features(features, *, cv: str = "actor", folds: int = 5, report_dir
                       random_comparison: bool = True, seed: int = 0,
                       n_jobs: int | None = None, estimator=None,
                       fusion: str = "auto", adaptation: str | None = None,
-                      presentations=("balanced_batch", "single_clip", "skewed_batch")) -> EvaluationResult:
+                      presentations=("balanced_batch", "single_clip", "skewed_batch"),
+                      classes=None) -> EvaluationResult:
     """Cross-validate the package's classifier on a feature table and report.
 
     Parameters
@@ -49,9 +79,13 @@ def evaluate_features(features, *, cv: str = "actor", folds: int = 5, report_dir
     features : path or pandas.DataFrame
         A features folder / CSV (see :func:`mer_pipeline.features.load_features`)
         or a loaded table.
-    cv : {"actor", "subject", "random"}
+    cv : {"actor", "subject", "corpus", "random"}
         ``actor``/``subject``: grouped folds on the ``group`` column (honest).
-        ``random``: the optimistic clip split alone.
+        ``corpus``: leave-one-corpus-out on the ``corpus`` column, each held-out
+        corpus scored on the classes it shares with the others (the argmax is
+        taken over those; its other clips are left out and counted), with its
+        majority-class share and chance beside; ``folds`` is then the number of
+        corpora. ``random``: the optimistic clip split alone.
     folds : int
     report_dir : path or None
         Where :func:`write_report` writes; ``None`` writes nothing.
@@ -73,6 +107,8 @@ def evaluate_features(features, *, cv: str = "actor", folds: int = 5, report_dir
         (:data:`mer_pipeline.evaluation.PRESENTATIONS`): by default both a
         balanced batch per test speaker (the headline figure) and each clip
         alone, measured on the same fits.
+    classes : str, sequence of str or None
+        Evaluate on these emotions only (:func:`labelled_table`).
 
     Returns
     -------
@@ -80,16 +116,18 @@ def evaluate_features(features, *, cv: str = "actor", folds: int = 5, report_dir
     """
     from .fusion import build_estimator
 
-    table = labelled_table(features)
+    table = labelled_table(features, classes)
     if estimator is None:
         estimator = build_estimator(table, fusion=fusion, model=model,
                                     speaker_norm=speaker_norm, random_state=seed,
                                     adaptation=adaptation)
-    groups = table["group"].to_numpy() if "group" in table.columns else None
+    key = "corpus" if cv == "corpus" else "group"
+    groups = table[key].to_numpy() if key in table.columns else None
     y = table["emotion"].to_numpy()
     result = cross_validate_model(estimator, table, y, groups=groups, protocol=cv, folds=folds,
                                   seed=seed, n_jobs=n_jobs, presentations=presentations)
-    if cv != "random" and random_comparison:
+    result.dropped_classes = table.attrs.get("dropped_classes", {})
+    if cv not in ("random", "corpus") and random_comparison:
         result.comparison = cross_validate_model(estimator, table, y, groups=groups,
                                                  protocol="random", folds=folds, seed=seed,
                                                  n_jobs=n_jobs)
@@ -100,7 +138,7 @@ def evaluate_features(features, *, cv: str = "actor", folds: int = 5, report_dir
 
 def train_and_save(features, out: str | os.PathLike, *, model: str | None = None,
                    fusion: str = "auto", cv_folds: int | None = 5, seed: int = 0,
-                   n_jobs: int | None = None, **params):
+                   n_jobs: int | None = None, classes=None, **params):
     """Fit the package's classifier on a feature table and save it.
 
     With audio and face features the classifier is
@@ -125,6 +163,9 @@ def train_and_save(features, out: str | os.PathLike, *, model: str | None = None
     seed : int
     n_jobs : int or None
         Folds fitted in parallel.
+    classes : str, sequence of str or None
+        Train on these emotions only (:func:`labelled_table`); the metadata
+        records the clips left out.
     **params
         More hyper-parameters of the estimator.
 
@@ -136,7 +177,7 @@ def train_and_save(features, out: str | os.PathLike, *, model: str | None = None
     from .fusion import build_estimator
     from .persistence import read_metadata, save_model
 
-    table = labelled_table(features)
+    table = labelled_table(features, classes)
     estimator = build_estimator(table, fusion=fusion, model=model, random_state=seed, **params)
     cv = None
     if cv_folds:
@@ -146,7 +187,9 @@ def train_and_save(features, out: str | os.PathLike, *, model: str | None = None
         cv = {k: v for k, v in result.to_dict().items() if k != "model"}
     estimator.fit(table, table["emotion"])
     path = save_model(estimator, out, training_table=table, cv_metrics=cv,
-                      provenance=table.attrs.get("provenance"))
+                      provenance=table.attrs.get("provenance"),
+                      extra={"dropped_classes": table.attrs["dropped_classes"]}
+                      if table.attrs.get("dropped_classes") else None)
     return estimator, read_metadata(path)
 
 
@@ -204,7 +247,7 @@ def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLik
                  trust: bool = False, cache_dir=None, n_jobs: int | None = -1,
                  backend: str = "loky", scheduler: str | None = None, progress: bool = True,
                  retry_failed: bool = False, vggface_weights: str | None = None,
-                 face_tracks=None, whisper_model: str | None = None):
+                 face_tracks=None, whisper_model: str | None = None, classes=None):
     """Score feature CSVs and/or media files and folders with a saved model.
 
     Parameters
@@ -241,6 +284,11 @@ def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLik
         Landmark tracks of the media's recordings, for a model whose face
         features came from tracks (:mod:`mer_pipeline.face.tracks`). Without
         them such a model predicts those clips from their audio, with a warning.
+    classes : str, sequence of str or None
+        Decide among these of the model's classes only (names or a preset,
+        :func:`mer_pipeline.config.parse_classes`): the others' probabilities
+        are 0 and the rest renormalised, e.g. to score a corpus with four
+        emotions with a model that knows eight.
 
     Returns
     -------
@@ -324,7 +372,7 @@ def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLik
         warnings.warn(f"{int(dup.sum())} clip id(s) appear twice; keeping the first",
                       stacklevel=2)
         table = table[~dup]
-    predictions = predict_table(model, table, columns)
+    predictions = predict_table(model, table, columns, classes=classes)
     if out is not None:
         from ._io import atomic_path
 

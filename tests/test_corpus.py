@@ -95,8 +95,10 @@ def test_face_folder_layouts_and_unparsed_never_fatal(tmp_path):
 def test_csv_listing(tmp_path):
     touch(tmp_path / "media" / "a.wav")
     touch(tmp_path / "media" / "b.png")
-    listing = tmp_path / "my_set.csv"
-    pd.DataFrame({"path": ["media/a.wav", str(tmp_path / "media" / "b.png"), "media/gone.wav"],
+    listing = tmp_path / "My Set" / "listing.csv"  # the corpus is named after its folder
+    listing.parent.mkdir()
+    pd.DataFrame({"path": ["../media/a.wav", str(tmp_path / "media" / "b.png"),
+                           "../media/gone.wav"],
                   "label": ["Fear", "contempt", "happy"],
                   "speaker": ["s1", "s2", "s1"]}).to_csv(listing, index=False)
     scan = discover(listing)
@@ -148,3 +150,103 @@ def test_shared_face_folders_match_labels_csv(corpus, count, subjects):
     if subjects:
         exp_subj = {str((root / p).resolve()): s for p, s in zip(labels["path"], labels["subject"])}
         assert dict(zip(scan.clips["video_path"], scan.clips["actor"])) == exp_subj
+
+
+# ---- readers of other corpora (synthetic names in each corpus's published form) ----
+@pytest.mark.parametrize("rel, corpus, actor, emotion, gender", [
+    ("wav/03a01Fa.wav", "emodb", "03", "happy", "male"),
+    ("wav/16b10Lb.wav", "emodb", "16", "boredom", "female"),
+    ("Angry/SM1_F10_A010.wav", "urdu", "SM1", "angry", "male"),
+    ("Neutral/SF3_F2_N05.wav", "urdu", "SF3", "neutral", "female"),
+    ("samples/EB0_anger_1.wav", "nemo", "EB0", "angry", ""),
+    ("samples/KS0_surprised_64.flac", "nemo", "KS0", "surprised", ""),
+    ("Sound Source/Calm/1234_sk_bugu.flac", "turevdb", "1234", "calm", ""),
+    ("f1/dis-f1-b1.wav", "emovo", "f1", "disgust", "female"),
+    ("m3/gio-m3-l4.wav", "emovo", "m3", "happy", "male"),
+    ("Colère/Fort/01-C-2-1.wav", "cafe", "01", "angry", "male"),
+    ("Neutre/02-N-1.wav", "cafe", "02", "neutral", "female"),
+    ("F_01_OISHI_S_1_ANGRY_1.wav", "subesco", "F_01", "angry", "female"),
+    ("M_05_MITHUN_S_10_SURPRISE_5.wav", "subesco", "M_05", "surprised", "male"),
+    ("female/F01A01.wav", "shemo", "F01", "angry", "female"),
+    ("male/M12W03.wav", "shemo", "M12", "surprised", "male"),
+    ("Anger_F_A_abajo.wav", "mesd", "", "angry", "female"),
+    ("Sadness_C_B_zapato.wav", "mesd", "", "sad", ""),
+    ("0011/Angry/0011_000351.wav", "esd", "0011", "angry", ""),
+    ("0003/0003_001500.wav", "esd", "0003", "surprised", ""),
+    ("female1_angry_1a_1.wav", "jlcorpus", "female1", "angry", "female"),
+    ("male2_excited_10b_2.wav", "jlcorpus", "male2", "excited", "male"),
+    ("anger/a01 (1).wav", "aesdd", "1", "angry", ""),
+    ("sadness/s12 (5)b.wav", "aesdd", "5", "sad", ""),
+    ("Audio/actor_02/03-01-05-01-01-02-02-01-01.wav", "asvpesd", "02", "angry", ""),
+    ("03-02-01-02-112-14-02-03-01-16.wav", "asvpesd", "14", "boredom", ""),
+    ("subject 1/anger/sentence 1/s1_an_1.avi", "enterface", "1", "angry", ""),
+    ("subject 6/happiness/s6_ha_4.avi", "enterface", "6", "happy", ""),
+])
+def test_corpus_readers(rel, corpus, actor, emotion, gender):
+    rec = parse_filename(rel)
+    assert (rec["corpus"], rec["actor"], rec["emotion"], rec["gender"]) == \
+        (corpus, actor, emotion, gender)
+
+
+def test_each_reader_example_is_read_by_its_reader_alone():
+    """No two readers accept the same name: the example of each corpus is parsed by it."""
+    from mer_pipeline.corpus import _NAME_PARSERS, CORPUS_NAMES, _Unparsed
+
+    for corpus, example in CORPUS_NAMES.items():
+        name = example.split(" ")[0] if corpus != "aesdd" else example
+        path = __import__("pathlib").Path("happy" if corpus == "ckplus" else "x") / name
+        takers = []
+        for parser in _NAME_PARSERS:
+            try:
+                rec = parser(path.stem, path, "audio")
+            except _Unparsed:
+                rec = None
+            if rec is not None:
+                takers.append(rec["corpus"])
+        assert takers == [corpus], (example, takers)
+
+
+def test_reader_names_with_bad_codes_are_unparsed(tmp_path):
+    for rel in ("subesco/F_01_OISHI_S_1_BORED_1.wav", "esd/0011/0011_009999.wav",
+                "asvp/03-01-42-01-01-02-02-01-01.wav"):
+        touch(tmp_path / rel)
+    scan = discover(tmp_path)
+    assert len(scan.clips) == 0 and len(scan.unparsed) == 3
+    assert scan.unparsed["reason"].str.contains("SUBESCO|ESD|ASVP").all()
+
+
+def test_listing_corpus_is_its_column_else_its_folder(tmp_path):
+    for corpus in ("nemo", "turev_db"):
+        folder = tmp_path / corpus
+        touch(folder / "a" / "x1.wav")
+        pd.DataFrame({"path": ["a/x1.wav"], "label": ["sad"],
+                      "speaker": [f"{corpus}_s1"]}).to_csv(folder / "LABELS.csv", index=False)
+    touch(tmp_path / "mixed" / "y.wav")
+    touch(tmp_path / "mixed" / "1157_kz_acik.wav")
+    pd.DataFrame({"path": ["y.wav", "1157_kz_acik.wav"], "label": ["happy", "angry"],
+                  "corpus": ["My Corpus", ""],
+                  # columns a manifest defines itself never crash a listing
+                  "gender": ["F", ""], "kind": ["x", "y"], "emotion": ["?", "?"],
+                  "language": ["en", ""], "notes": ["kept", "kept"]}
+                 ).to_csv(tmp_path / "mixed" / "LABELS.csv", index=False)
+    scan = discover([tmp_path / "nemo" / "LABELS.csv", tmp_path / "turev_db" / "LABELS.csv",
+                     tmp_path / "mixed" / "LABELS.csv"])
+    clips = scan.clips.set_index("emotion")
+    assert scan.summary()["corpora"] == {"my_corpus": 1, "nemo": 1, "turevdb": 2}
+    assert clips.loc["happy", "gender"] == "female" and clips.loc["happy", "language"] == "en"
+    assert clips.loc["happy", "notes"] == "kept"
+    # a listing without a speaker for a clip: its file name gives one (TurEV-DB's reader)
+    assert (clips.loc["angry", "corpus"], clips.loc["angry", "actor"]) == ("turevdb", "1157")
+    assert clips.loc["angry", "language"] == "tr"
+
+
+@pytest.mark.shared
+def test_shared_speech_corpora_manifests():
+    root = shared_path("speech_corpora")
+    folders = discover([root / "nemo", root / "turev_db"])
+    listings = discover([root / "nemo" / "LABELS.csv", root / "turev_db" / "LABELS.csv"])
+    for scan in (folders, listings):
+        s = scan.summary()
+        assert s["corpora"] == {"nemo": 647, "turevdb": 550} and s["unparsed"] == 0
+        assert s["actors"] == 15 and s["clips_without_actor"] == 0
+    assert folders.summary()["emotions"] == listings.summary()["emotions"]

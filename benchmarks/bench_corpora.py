@@ -1,0 +1,205 @@
+"""Cross-corpus benchmark: train on some corpora, score others (leave-one-corpus-out).
+
+Run with ``make bench-corpora`` (or ``python benchmarks/bench_corpora.py --data DIR DIR ...``).
+Writes ``corpora.md`` and ``corpora.json`` to --out.
+
+What it measures, and how: the audio features of every clip of the given corpora (one
+``extract_features`` run through the per-clip cache, ``--whisper-model`` choosing the
+Whisper weights of the ``whisper`` set), then, for each configuration of
+``EmotionClassifier``:
+
+- the **train-on x test-on matrix**: a model fit on all clips of one corpus scores every
+  other corpus on the classes the two share (the argmax taken over those; the test corpus's
+  other clips left out); the diagonal is that corpus's own speaker-grouped 5-fold CV
+  (StratifiedGroupKFold, shuffle, seed 0);
+- **all but one -> one** (``mer evaluate --cv corpus``): a model fit on all other corpora
+  scores the held-out one on the classes it shares with them, beside the held-out corpus's
+  majority-class share and chance; the mean over held-out corpora is the headline;
+- **RAVDESS with more corpora**: actor-grouped 5-fold CV on RAVDESS (same folds) with the
+  other corpora added to every training fold, against RAVDESS alone.
+
+Every test clip is scored with its speaker's clips together (``balanced_batch``) and, for
+the leave-one-corpus-out row, also alone (``single_clip``). Nothing is tuned to a corpus:
+the configurations are the package's named options.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sklearn.base import clone  # noqa: E402
+
+from mer_pipeline import discover  # noqa: E402
+from mer_pipeline.audio import DEFAULT_SET  # noqa: E402
+from mer_pipeline.ensemble import EmotionClassifier  # noqa: E402
+from mer_pipeline.evaluation import _splits, cross_validate_model, restrict_proba  # noqa: E402
+from mer_pipeline.features import extract_features, load_features  # noqa: E402
+
+CONFIGS = {
+    "default": ("EmotionClassifier() (adaptation='auto')", dict()),
+    "batch": ("adaptation='batch'", dict(adaptation="batch")),
+    "no_norm": ("no speaker normalisation", dict(speaker_norm=False)),
+}
+
+
+def _score(model, X, y, shared):
+    proba = restrict_proba(model.predict_proba(X), np.isin(model.classes_.astype(str), shared))
+    return float(np.mean(model.classes_.astype(str)[proba.argmax(1)] == y))
+
+
+def matrix(table, params, corpora, seed, n_jobs):
+    """Train on one corpus, test on each (diagonal: own speaker-grouped 5-fold CV)."""
+    y = table["emotion"].astype(str).to_numpy()
+    out = {}
+    for a in corpora:
+        tr = (table["corpus"] == a).to_numpy()
+        model = clone(EmotionClassifier(**params)).fit(table[tr], y[tr])
+        row = {}
+        for b in corpora:
+            te = (table["corpus"] == b).to_numpy()
+            if a == b:
+                res = cross_validate_model(EmotionClassifier(**params), table[te], y[te],
+                                           groups=table["group"][te], folds=5, seed=seed,
+                                           n_jobs=n_jobs)
+                row[b] = round(res.accuracy, 4)
+                continue
+            te &= np.isin(y, model.classes_.astype(str))
+            shared = sorted(set(y[te]))
+            row[b] = round(_score(model, table[te], y[te], shared), 4) if te.any() else None
+        out[a] = row
+        print("  train", a, row, flush=True)
+    return out
+
+
+def with_more_corpora(table, params, target, seed):
+    """Actor-grouped 5-fold CV on ``target``: alone, and with the other corpora added."""
+    y = table["emotion"].astype(str).to_numpy()
+    inside = (table["corpus"] == target).to_numpy()
+    idx = np.flatnonzero(inside)
+    others = np.flatnonzero(~inside)
+    folds = _splits("actor", y[idx], table["group"].astype(object).to_numpy()[idx], 5, seed)
+    hits = {"alone": 0, "with_others": 0}
+    for tr, te in folds:
+        for name, rows in (("alone", idx[tr]), ("with_others", np.concatenate([idx[tr], others]))):
+            model = clone(EmotionClassifier(**params)).fit(table.iloc[rows], y[rows])
+            pred = model.predict(table.iloc[idx[te]])
+            hits[name] += int(np.sum(np.asarray(pred).astype(str) == y[idx[te]]))
+    return {k: round(v / len(idx), 4) for k, v in hits.items()}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, nargs="+", required=True,
+                   help="corpus folders or listings (two or more corpora)")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    p.add_argument("--work", type=Path, default=Path("features/bench_corpora"))
+    p.add_argument("--whisper-model", default=None,
+                   help="Whisper weights for the whisper set (tiny.en, base or a path)")
+    p.add_argument("--configs", default=",".join(CONFIGS),
+                   help=f"comma-separated, among {', '.join(CONFIGS)}")
+    p.add_argument("--reference", default="ravdess",
+                   help="corpus whose actor-grouped accuracy is measured with the others added")
+    p.add_argument("--n-jobs", type=int, default=-1)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    scan = discover(args.data)
+    extract_features(scan, args.work, audio_set=DEFAULT_SET, n_jobs=args.n_jobs, progress=False,
+                     **({"whisper_model": args.whisper_model} if args.whisper_model else {}))
+    table = load_features(args.work, sequences=False)
+    table = table[table["emotion"].astype(str) != ""]
+    corpora = sorted(table["corpus"].unique())
+    results = {}
+    for key in [c.strip() for c in args.configs.split(",") if c.strip()]:
+        name, params = CONFIGS[key]
+        print(name, flush=True)
+        t0 = time.perf_counter()
+        loco = cross_validate_model(EmotionClassifier(**params), table, table["emotion"],
+                                    groups=table["corpus"], protocol="corpus", seed=args.seed,
+                                    n_jobs=args.n_jobs,
+                                    presentations=["balanced_batch", "single_clip"])
+        per = {f["corpus"]: {k: f[k] for k in ("accuracy", "macro_f1", "n_test", "classes",
+                                                "majority", "chance", "dropped")}
+               for f in loco.folds}
+        single = loco.presentations["single_clip"]
+        for f in single.folds:
+            per[f["corpus"]]["single_clip"] = f["accuracy"]
+        results[key] = {
+            "name": name, "params": params, "loco": per,
+            "loco_mean": round(float(np.mean([v["accuracy"] for v in per.values()])), 4),
+            "loco_mean_single_clip": round(float(np.mean(
+                [v["single_clip"] for v in per.values()])), 4),
+            "matrix": matrix(table, params, corpora, args.seed, args.n_jobs),
+            "reference": with_more_corpora(table, params, args.reference, args.seed)
+            if args.reference in corpora else None,
+            "wall_s": round(time.perf_counter() - t0, 1),
+        }
+        print(" ", {k: results[key][k] for k in ("loco_mean", "loco_mean_single_clip",
+                                                  "reference")}, flush=True)
+    meta = {"date": time.strftime("%Y-%m-%d"), "data": [str(d) for d in args.data],
+            "clips": {c: int((table["corpus"] == c).sum()) for c in corpora},
+            "speakers": {c: int(table.loc[table["corpus"] == c, "group"].nunique())
+                         for c in corpora},
+            "features": DEFAULT_SET, "whisper_model": args.whisper_model or "tiny.en (default)",
+            "seed": args.seed,
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+                       f"Python {platform.python_version()}"}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "corpora.json").write_text(json.dumps({"meta": meta, "results": results},
+                                                      indent=2))
+    (args.out / "corpora.md").write_text(_markdown(meta, results, corpora, args.reference))
+    print(f"wrote {args.out / 'corpora.md'}")
+
+
+def _markdown(meta, results, corpora, reference):
+    lines = ["# Cross-corpus benchmark", "",
+             f"{meta['date']}, {meta['machine']}. Audio features: `{meta['features']}` "
+             f"(Whisper {meta['whisper_model']}). Corpora: "
+             + ", ".join(f"{c} ({meta['clips'][c]} clips, {meta['speakers'][c]} speakers)"
+                         for c in corpora) + ".", "",
+             "## All but one -> one (leave-one-corpus-out, `mer evaluate --cv corpus`)", "",
+             "Each corpus scored by a model fit on the others, on the classes it shares with "
+             "them (argmax over those). Speaker batch = each test speaker's clips together; "
+             "single clip = each clip alone.", "",
+             "| configuration | held-out corpus | classes | accuracy | single clip | macro-F1 "
+             "| majority | chance |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for key, r in results.items():
+        for c, v in r["loco"].items():
+            lines.append(f"| {r['name']} | {c} | {len(v['classes'])} | {v['accuracy']:.1%} | "
+                         f"{v['single_clip']:.1%} | {v['macro_f1']:.3f} | {v['majority']:.1%} "
+                         f"| {v['chance']:.1%} |")
+        lines.append(f"| {r['name']} | **mean** | | **{r['loco_mean']:.1%}** | "
+                     f"{r['loco_mean_single_clip']:.1%} | | | |")
+    lines += ["", "## Train on one x test on another", "",
+              "Rows: the corpus trained on; columns: the corpus scored (shared classes only); "
+              "diagonal: the corpus's own speaker-grouped 5-fold CV.", ""]
+    for key, r in results.items():
+        lines += [f"**{r['name']}**", "", "| trained on | " + " | ".join(corpora) + " |",
+                  "|---|" + "---:|" * len(corpora)]
+        for a in corpora:
+            lines.append(f"| {a} | " + " | ".join(
+                "—" if r["matrix"][a][b] is None else f"{r['matrix'][a][b]:.1%}"
+                for b in corpora) + " |")
+        lines.append("")
+    if any(r["reference"] for r in results.values()):
+        lines += [f"## {reference} with the other corpora added to training", "",
+                  f"Actor-grouped 5-fold CV on {reference} (seed 0), speaker batches.", "",
+                  f"| configuration | {reference} alone | with the other corpora |",
+                  "|---|---:|---:|"]
+        for r in results.values():
+            if r["reference"]:
+                lines.append(f"| {r['name']} | {r['reference']['alone']:.1%} | "
+                             f"{r['reference']['with_others']:.1%} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
