@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 MER := $(VENV)/bin/mer
 SHARED_RAVDESS := ../shared/data/ravdess_speech
+SHARED_CORPORA := $(SHARED_RAVDESS) ../shared/data/speech_corpora/nemo ../shared/data/speech_corpora/turev_db
 # DATA: the clips to work on; defaults to the shared RAVDESS speech clips when present.
 DATA ?= $(if $(wildcard $(SHARED_RAVDESS)),$(SHARED_RAVDESS),)
 FEATURES ?= features
@@ -20,7 +21,7 @@ FOLDS ?= 5
 FACE_TRACKS ?=
 TRACKS_OPT := $(if $(strip $(FACE_TRACKS)),--face-tracks $(FACE_TRACKS),)
 
-.PHONY: help install test demo need-data features evaluate train score bench-audio bench-adaptation bench-face bench-av bench-fusion check-vggface train-paired clean
+.PHONY: help install test demo need-data features evaluate train score bench-audio bench-adaptation bench-corpora bench-face bench-av bench-fusion check-vggface train-paired clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -91,6 +92,9 @@ bench-audio: install ## audio benchmark: extraction speed and accuracy table -> 
 
 bench-adaptation: install ## speaker adaptation: balanced batch, single clip, skewed batch per adaptation -> benchmarks/results/
 	$(PY) benchmarks/bench_adaptation.py --data $(SHARED_RAVDESS) --out benchmarks/results --n-jobs $(N_JOBS)
+
+bench-corpora: install ## cross-corpus: train-on x test-on matrix and leave-one-corpus-out (RAVDESS, nEMO, TurEV-DB) -> benchmarks/results/
+	$(PY) benchmarks/bench_corpora.py --data $(SHARED_CORPORA) --out benchmarks/results --work $(FEATURES)/bench_corpora --n-jobs $(N_JOBS)
 
 bench-face: install ## face benchmark: CK+48 / JAFFE subject-grouped accuracy and speed per clip -> benchmarks/results/
 	$(PY) benchmarks/bench_face.py --shared ../shared/data --out benchmarks/results

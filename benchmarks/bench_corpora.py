@@ -72,7 +72,7 @@ def matrix(table, params, corpora, seed, n_jobs):
                                            n_jobs=n_jobs)
                 row[b] = round(res.accuracy, 4)
                 continue
-            te &= np.isin(y, model.classes_.astype(str))
+            te = te & np.isin(y, model.classes_.astype(str))
             shared = sorted(set(y[te]))
             row[b] = round(_score(model, table[te], y[te], shared), 4) if te.any() else None
         out[a] = row

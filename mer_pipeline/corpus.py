@@ -4,8 +4,12 @@ A *manifest* is a :class:`pandas.DataFrame` with one row per clip, indexed
 by a stable ``clip_id``. Its columns:
 
 ``corpus``
-    Corpus name (``ravdess``, ``cremad``, ``savee``, ``tess``, ``ckplus``,
-    ``jaffe``, or the folder / CSV name of a generic labelled collection).
+    Corpus name: one of :data:`CORPUS_NAMES` where the file names are that
+    corpus's (``ravdess``, ``cremad``, ``savee``, ``tess``, ``ckplus``, ``jaffe``,
+    ``emodb``, ``urdu``, ``nemo``, ``turevdb``, ``emovo``, ``cafe``, ``subesco``,
+    ``shemo``, ``mesd``, ``esd``, ``jlcorpus``, ``aesdd``, ``asvpesd``,
+    ``enterface``); for a listing its ``corpus`` column, else its folder's name; for
+    a generic labelled collection the folder's name.
 ``actor``
     Actor / speaker / subject id inside the corpus (string), empty if unknown.
 ``group``
@@ -24,7 +28,22 @@ by a stable ``clip_id``. Its columns:
     The corpus' own split where its layout has one (FER2013 ``train``/``test``).
 
 followed by the corpus' own fields (RAVDESS ``vocal_channel``,
-``intensity``, ``statement``, ``repetition``; CREMA-D ``sentence``; ...).
+``intensity``, ``statement``, ``repetition``; CREMA-D ``sentence``; ...) and,
+where the corpus has one, its ``language`` (ISO 639-1).
+
+Labels: each reader maps its corpus's codes onto the canonical set
+(:data:`mer_pipeline.config.EMOTIONS`; e.g. EmoDB ``W`` Wut → angry, EMOVO ``gio``
+→ happy, CaFE ``P`` peur → fearful, TurEV-DB ``sk`` sakin → calm). Labels with no
+canonical counterpart stay classes of their own, named in English: EmoDB ``L`` and
+ASVP-ESD ``01`` → ``boredom``; JL-Corpus's secondary emotions (``excited``,
+``anxious``, ``apologetic``, ``assertive``, ``concerned``, ``encouraging``);
+ASVP-ESD ``09``-``13`` → ``excited``, ``pleasure``, ``pain``, ``disappointment``,
+``breath``. ``--classes`` (:func:`mer_pipeline.config.parse_classes`) restricts
+training, evaluation and scoring to a subset.
+
+Speakers: MESD's names carry none (its clips cannot enter a speaker-grouped split);
+ESD's emotion comes from its folder, else from the utterance number (350 per
+emotion, in the order neutral, angry, happy, sad, surprise).
 
 Files whose names cannot be parsed are returned beside the manifest with a
 reason; they are never dropped silently and never stop the scan.
@@ -50,7 +69,8 @@ from .config import (
 )
 from .exceptions import ParameterError
 
-__all__ = ["CorpusScan", "discover", "parse_filename", "read_manifest", "MANIFEST_COLUMNS"]
+__all__ = ["CorpusScan", "discover", "parse_filename", "read_manifest", "MANIFEST_COLUMNS",
+           "CORPUS_NAMES"]
 
 MANIFEST_COLUMNS = [
     "corpus", "actor", "group", "gender", "emotion",
@@ -412,8 +432,9 @@ def parse_filename(path: str | os.PathLike) -> dict:
         A media file named as RAVDESS (``03-01-05-01-02-01-12.wav``), CREMA-D
         (``1001_DFA_ANG_XX``), TESS (``OAF_back_angry``), SAVEE
         (``DC_a04``, or ``a04`` inside a speaker folder), JAFFE
-        (``KA.AN1.39.tiff``) or CK+ (``S010_004_00000017.png`` in an emotion
-        folder) names its files.
+        (``KA.AN1.39.tiff``), CK+ (``S010_004_00000017.png`` in an emotion
+        folder) or another corpus of :data:`CORPUS_NAMES` (EmoDB ``03a01Fa``,
+        nEMO ``EB0_anger_1``, TurEV-DB ``1157_kz_acik``, ...) names its files.
 
     Returns
     -------
@@ -631,7 +652,12 @@ def discover(paths: str | os.PathLike | Sequence[str | os.PathLike], *,
     paths : path or sequence of paths
         Folders to walk, media files, or CSV listings (columns ``path``,
         absolute or relative to the CSV, ``label`` or ``emotion``, optional
-        ``subject``/``actor``/``speaker``, optional ``clip_id``).
+        ``subject``/``actor``/``speaker``, ``gender``/``speaker_gender``/``sex``,
+        ``corpus``, ``language``, ``split``, ``clip_id``; any other column is
+        kept). A listing's corpus is its ``corpus`` column, else the name of the
+        folder it lies in (so ``nemo/LABELS.csv`` lists corpus ``nemo``); a
+        speaker, gender or language the listing leaves empty is taken from the
+        file's name where a corpus reader knows it.
     require_labels : bool, default=True
         With ``False`` (scoring new clips), a media file whose name carries no
         label becomes a clip of corpus ``unlabelled`` with an empty emotion and

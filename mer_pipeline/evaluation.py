@@ -33,7 +33,7 @@ from .exceptions import ParameterError
 from .speaker import skewed_batches
 
 __all__ = ["EvaluationResult", "cross_validate_model", "write_report", "PROTOCOLS",
-           "PRESENTATIONS", "skewed_batches"]
+           "PRESENTATIONS", "skewed_batches", "restrict_proba"]
 
 PROTOCOLS = {
     "actor": "actor-independent (grouped K-fold: no actor in both train and test)",
@@ -65,9 +65,10 @@ class EvaluationResult:
     Attributes
     ----------
     protocol : str
-        ``actor``, ``subject`` or ``random``.
+        ``actor``, ``subject``, ``corpus`` or ``random``.
     accuracy, macro_f1 : float
-        Pooled over the out-of-fold predictions of all folds.
+        Pooled over the out-of-fold predictions of all folds (with ``corpus``,
+        of the clips scored: those of classes the training corpora share).
     folds : list of dict
         Per fold: ``accuracy``, ``macro_f1``, ``n_test``, ``test_groups``.
     classes : list of str
@@ -81,6 +82,8 @@ class EvaluationResult:
     presentations : dict
         Presentation → :class:`EvaluationResult` of the same fits shown otherwise
         (this result's own presentation included).
+    dropped_classes : dict
+        Clips left out by ``--classes``, by label.
     """
 
     protocol: str
@@ -248,8 +251,14 @@ def cross_validate_model(estimator, X: pd.DataFrame, y, *, groups=None, protocol
     y : array-like of str
         Emotion labels.
     groups : array-like or None
-        Actor/subject id per clip (required unless ``protocol="random"``).
-    protocol : {"actor", "subject", "random"}
+        Actor/subject id per clip (required unless ``protocol="random"``); with
+        ``protocol="corpus"``, the corpus of each clip.
+    protocol : {"actor", "subject", "corpus", "random"}
+        ``corpus``: leave-one-corpus-out; each held-out corpus is scored on the
+        classes it shares with the training corpora (probabilities restricted to
+        those, :func:`restrict_proba`; its other clips are left out, counted in
+        the fold's ``dropped``), each fold recording ``corpus``, ``classes``,
+        ``majority`` and ``chance``; ``folds`` is ignored.
     folds : int >= 2
     seed : int
         Shuffling seed of the fold assignment.
