@@ -36,13 +36,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sklearn.base import clone  # noqa: E402
-
 from mer_pipeline import discover  # noqa: E402
 from mer_pipeline.audio import DEFAULT_SET  # noqa: E402
 from mer_pipeline.ensemble import EmotionClassifier  # noqa: E402
-from mer_pipeline.evaluation import _splits, cross_validate_model, restrict_proba  # noqa: E402
+from mer_pipeline.evaluation import _splits, cross_validate_model  # noqa: E402
 from mer_pipeline.features import extract_features, load_features  # noqa: E402
+from mer_pipeline.scoring import predict_table  # noqa: E402
 
 CONFIGS = {
     "default": ("EmotionClassifier() (adaptation='auto')", dict()),
@@ -52,8 +51,8 @@ CONFIGS = {
 
 
 def _score(model, X, y, shared):
-    proba = restrict_proba(model.predict_proba(X), np.isin(model.classes_.astype(str), shared))
-    return float(np.mean(model.classes_.astype(str)[proba.argmax(1)] == y))
+    """Accuracy deciding among ``shared`` only, as ``mer score --classes`` does."""
+    return float(np.mean(predict_table(model, X, classes=shared)["predicted"].to_numpy() == y))
 
 
 def matrix(table, params, corpora, seed, n_jobs):
@@ -62,7 +61,7 @@ def matrix(table, params, corpora, seed, n_jobs):
     out = {}
     for a in corpora:
         tr = (table["corpus"] == a).to_numpy()
-        model = clone(EmotionClassifier(**params)).fit(table[tr], y[tr])
+        model = EmotionClassifier(**params).fit(table[tr], y[tr])
         row = {}
         for b in corpora:
             te = (table["corpus"] == b).to_numpy()
@@ -90,7 +89,7 @@ def with_more_corpora(table, params, target, seed):
     hits = {"alone": 0, "with_others": 0}
     for tr, te in folds:
         for name, rows in (("alone", idx[tr]), ("with_others", np.concatenate([idx[tr], others]))):
-            model = clone(EmotionClassifier(**params)).fit(table.iloc[rows], y[rows])
+            model = EmotionClassifier(**params).fit(table.iloc[rows], y[rows])
             pred = model.predict(table.iloc[idx[te]])
             hits[name] += int(np.sum(np.asarray(pred).astype(str) == y[idx[te]]))
     return {k: round(v / len(idx), 4) for k, v in hits.items()}

@@ -152,6 +152,11 @@ def _media_kind(path: Path) -> str:
     raise _Unparsed(f"not a media file extension ({ext or 'none'})")
 
 
+def _av(kind: str) -> str:
+    """What a file of a speech corpus carries: a video file its sound too."""
+    return "audio+video" if kind == "video" else kind
+
+
 def _record(corpus, key, actor, gender, emotion, path, kind, **extra):
     """One parsed file: ``key`` identifies the clip inside its corpus."""
     rec = {
@@ -204,7 +209,7 @@ def _parse_cremad(stem: str, path: Path, kind: str):
         raise _Unparsed(f"CREMA-D emotion code {emo!r} unknown")
     key = "_".join(m.groups())
     return _record("cremad", key, actor, "", _CREMAD_EMOTIONS[emo], path,
-                   "audio+video" if kind == "video" else kind,
+                   _av(kind),
                    sentence=sentence, intensity=level)
 
 
@@ -218,7 +223,7 @@ def _parse_tess(stem: str, path: Path, kind: str):
         raise _Unparsed(f"TESS emotion {emo!r} unknown")
     key = f"{speaker.upper()}_{word}_{label}"
     return _record("tess", key, speaker.upper(), "female", canonical_label(label), path,
-                   "audio+video" if kind == "video" else kind, word=word)
+                   _av(kind), word=word)
 
 
 def _parse_savee(stem: str, path: Path, kind: str):
@@ -232,7 +237,7 @@ def _parse_savee(stem: str, path: Path, kind: str):
         speaker = parent if re.fullmatch(r"[A-Z]{2}", parent) else ""
     key = f"{speaker}_{code}{number}" if speaker else f"{code}{number}"
     return _record("savee", key, speaker, "male", _SAVEE_EMOTIONS[code], path,
-                   "audio+video" if kind == "video" else kind, sentence=f"{code}{number}")
+                   _av(kind), sentence=f"{code}{number}")
 
 
 def _parse_jaffe(stem: str, path: Path, kind: str):
@@ -254,11 +259,6 @@ def _parse_ckplus(stem: str, path: Path, kind: str):
         raise _Unparsed(f"CK+ image outside an emotion folder ({label!r})")
     return _record("ckplus", stem, subject, "", canonical_label(label), path, kind,
                    sequence=f"{subject}_{seq}", frame=int(frame))
-
-
-def _av(kind: str) -> str:
-    """A video file of a speech corpus carries its sound too."""
-    return "audio+video" if kind == "video" else kind
 
 
 def _parse_emodb(stem: str, path: Path, kind: str):
@@ -488,7 +488,7 @@ def _parse_in_folder(path: Path, root: Path):
     split = next((p.lower() for p in rel.parts[:-2] if p.lower() in _SPLITS), "")
     key = _slug("_".join(rel.with_suffix("").parts))
     return _record(corpus, key, "", "", canonical_label(label), path,
-                   "audio+video" if kind == "video" else kind, split=split, _slug=True)
+                   _av(kind), split=split, _slug=True)
 
 
 def _slug(text: str) -> str:
@@ -560,8 +560,8 @@ def _read_listing(csv_path: Path, records: list, unparsed: list, *,
         key = given or _slug("_".join(Path(row[cols["path"]]).with_suffix("").parts[-3:]))
         # columns the manifest defines itself are honoured or dropped, never passed twice
         extra = {k: v for k, v in row.items() if k not in known and k.lower() not in _RESERVED}
-        here = _corpus_name(row[cols["corpus"]]) if cols.get("corpus") and row[cols["corpus"]] \
-            else corpus
+        corpus_cell = row[cols["corpus"]] if cols.get("corpus") else ""
+        here = _corpus_name(corpus_cell) if corpus_cell else corpus
         gender = row[gender_col].strip().lower() if gender_col else ""
         actor = row[subject_col].strip() if subject_col else ""
         if cols.get("split"):
@@ -574,7 +574,7 @@ def _read_listing(csv_path: Path, records: list, unparsed: list, *,
                 named = {}
             if named and not actor and named.get("actor"):
                 actor = named["actor"]
-                if not (cols.get("corpus") and row[cols["corpus"]]):
+                if not corpus_cell:
                     here = named["corpus"]
             gender = gender or named.get("gender", "")
             if named.get("language") and not extra.get("language"):
@@ -582,7 +582,7 @@ def _read_listing(csv_path: Path, records: list, unparsed: list, *,
         rec = _record(here, key, actor,
                       {"m": "male", "f": "female"}.get(gender, gender),
                       canonical_label(label) if label else "", path,
-                      "audio+video" if kind == "video" else kind, _slug=not given, **extra)
+                      _av(kind), _slug=not given, **extra)
         if given:
             rec["clip_id"] = given
         records.append(rec)
@@ -718,7 +718,7 @@ def discover(paths: str | os.PathLike | Sequence[str | os.PathLike], *,
                 else:
                     kind = _media_kind(path)
                     records.append(_record("unlabelled", _slug(path.stem), "", "", "", path,
-                                           "audio+video" if kind == "video" else kind,
+                                           _av(kind),
                                            _slug=True))
     clips, dup = _assemble(records)
     unparsed.extend(dup)

@@ -295,8 +295,8 @@ def cross_validate_model(estimator, X: pd.DataFrame, y, *, groups=None, protocol
     if protocol == "corpus":
         # a held-out corpus is scored on the classes it shares with the training corpora
         for k, (tr, te) in enumerate(splits):
-            known = set(y[tr])
-            kept = te[np.isin(y[te], list(known))]
+            known = np.isin(y[te], np.unique(y[tr]))
+            kept = te[known]
             shared = sorted(set(y[kept]))
             counts = pd.Series(y[kept]).value_counts()
             extra[k] = {"corpus": str(groups[te[0]]), "classes": shared,
@@ -304,8 +304,7 @@ def cross_validate_model(estimator, X: pd.DataFrame, y, *, groups=None, protocol
                         if len(kept) else None,
                         "chance": round(1.0 / len(shared), 4) if shared else None,
                         "dropped": {str(c): int(n) for c, n in
-                                    pd.Series(y[te][~np.isin(y[te], list(known))])
-                                    .value_counts().sort_index().items()}}
+                                    pd.Series(y[te][~known]).value_counts().sort_index().items()}}
             splits[k], restrict[k] = (tr, kept), shared
         splits_used = [(k, sp) for k, sp in enumerate(splits) if len(sp[1])]
         if not splits_used:
