@@ -478,6 +478,44 @@ class AudioFeatureExtractor:
     def inputs(self, row: dict) -> list[str]:
         return [row["audio_path"]] if row.get("audio_path") else []
 
+    @property
+    def sample_rate(self) -> int:
+        """The rate audio is decoded at for this set (the highest rate a part needs)."""
+        return max(FEATURE_SETS[p][1] for p in resolve_set(self.feature_set))
+
+    def from_signal(self, y: np.ndarray, sr: int) -> _schema.ClipFeatures:
+        """One clip's (or one window's) features from a decoded signal.
+
+        Parameters
+        ----------
+        y : np.ndarray, shape (n_samples,)
+            Mono audio.
+        sr : int
+            Its rate: :attr:`sample_rate` (what :meth:`__call__` decodes to).
+
+        Returns
+        -------
+        ClipFeatures
+            The row and the low-level-descriptor sequence, as :meth:`__call__` gives.
+
+        Raises
+        ------
+        SilentAudioError, TooShortError
+        """
+        parts = resolve_set(self.feature_set)
+        values, signals, spectra = _features(
+            y, sr, parts, {"model": self.whisper_model, "layers": tuple(self.whisper_layers)})
+        # the LLD sequence is defined at 16 kHz: reuse the analysis, or the decoded signal
+        sp = spectra.get(SAMPLE_RATE)
+        if sp is None:
+            sp = _Spectra(signals[SAMPLE_RATE] if SAMPLE_RATE in signals
+                          else _resample(y, sr, SAMPLE_RATE), SAMPLE_RATE)
+        lld = _frames(sp)
+        frames = _schema.FrameFeatures(frame=np.arange(len(lld), dtype=np.int32), features=lld,
+                                       names=list(LLD_NAMES))
+        return _schema.ClipFeatures(values=values.to_numpy(dtype=np.float32),
+                                    names=tuple(values.index), frames=frames)
+
     def __call__(self, clip_id: str, row: dict):
         from .media import load_audio
         from .parallel import ClipOutcome
@@ -486,30 +524,16 @@ class AudioFeatureExtractor:
         path = row.get("audio_path")
         if not path:
             return outcome  # no audio in this clip: not a failure
-        parts = resolve_set(self.feature_set)
         # decode once, at the highest rate a part needs; lower rates are derived
-        rate = max(FEATURE_SETS[p][1] for p in parts)
+        rate = self.sample_rate
         try:
             y = load_audio(path, sr=rate)
             try:
-                values, signals, spectra = _features(
-                    y, rate, parts, {"model": self.whisper_model,
-                                     "layers": tuple(self.whisper_layers)})
+                outcome.value = self.from_signal(y, rate)
             except SilentAudioError:
                 raise SilentAudioError(path, "silent audio (peak below -80 dBFS)") from None
             except TooShortError as exc:
                 raise TooShortError(path, str(exc).rsplit(": <signal>", 1)[0]) from None
         except Exception as exc:  # noqa: BLE001 - recorded per clip
             outcome.fail("audio", path, exc)
-            return outcome
-        # the LLD sequence is defined at 16 kHz: reuse the analysis, or the decoded signal
-        sp = spectra.get(SAMPLE_RATE)
-        if sp is None:
-            sp = _Spectra(signals[SAMPLE_RATE] if SAMPLE_RATE in signals
-                          else _resample(y, rate, SAMPLE_RATE), SAMPLE_RATE)
-        lld = _frames(sp)
-        frames = _schema.FrameFeatures(frame=np.arange(len(lld), dtype=np.int32), features=lld,
-                                       names=list(LLD_NAMES))
-        outcome.value = _schema.ClipFeatures(values=values.to_numpy(dtype=np.float32),
-                                             names=tuple(values.index), frames=frames)
         return outcome

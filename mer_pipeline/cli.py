@@ -47,6 +47,14 @@ EPILOG_TRAIN = """examples:
 EPILOG_SCORE = """examples:
   mer score --model artifacts/model.joblib features/audio_features.csv --out predictions.csv
   mer score --model artifacts/model.joblib ../shared/data/samples/tess --out predictions.csv
+  mer score --model artifacts/model.joblib interview.mp4 --window 3 --hop 1 --out timeline.csv
+"""
+EPILOG_STREAM = """examples:
+  mer stream --model artifacts/model.joblib --source talk.mp4 --realtime --out live.csv
+  mer stream --model artifacts/model.joblib --camera 0 --mic default --show
+  mer stream --model artifacts/model.joblib --source rtsp://192.168.1.20:554/stream
+  ffmpeg -i talk.mp4 -f matroska - | mer stream --model artifacts/model.joblib --source -
+  mer stream --list-devices
 """
 EPILOG_PREDICT = """examples:
   mer predict ../shared/data/samples/tess/OAF_book_happy.wav
@@ -87,6 +95,18 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--retry-failed", action="store_true",
                    help="recompute clips whose earlier attempt failed")
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _add_window_options(p, history=None) -> None:
+    p.add_argument("--hop", type=_positive_float, default=config.HOP_S, metavar="SECONDS",
+                   help="step between windows (default %(default)s)")
+    p.add_argument("--smooth", type=float, default=config.SMOOTH_S, metavar="SECONDS",
+                   help="expected dwell time in one emotion of the smoothed track (0: off; "
+                        "default %(default)s)")
+    p.add_argument("--history", type=int, default=history, metavar="WINDOWS",
+                   help="score each window with this many windows before it as its speaker's "
+                        "statistics" + (" (default %(default)s)" if history is not None else
+                                        " (default: the whole recording, scored together)"))
 
 
 def _whisper_model(text: str):
@@ -290,7 +310,43 @@ def build_parser() -> argparse.ArgumentParser:
     _add_classes_option(p, "decide among")
     _add_track_option(p)
     _add_whisper_option(p)
+    g = p.add_argument_group("long recordings (one row per window instead of per clip)")
+    g.add_argument("--window", type=_positive_float, metavar="SECONDS",
+                   help=f"score windows of this length (e.g. {config.WINDOW_S:g}) over each "
+                        "media file, streaming through it in bounded memory; --out is then a "
+                        "timeline: clip_id, start_s, end_s, predicted, proba_<class>, "
+                        "modalities, smoothed")
+    _add_window_options(g)
     _add_run_options(p)
+
+    p = _command(sub, "stream", cmd_stream, data=False,
+                 help="score a live source (camera, microphone, URL, pipe, file) window by "
+                      "window",
+                 description="Decode a source as it comes and print one line per window as "
+                             "soon as it is decided (appending it to --out). Ctrl-C stops "
+                             "cleanly. Speaker adaptation uses the stream's own history.",
+                 epilog=EPILOG_STREAM)
+    p.add_argument("--model", type=Path, default=Path(config.ARTIFACTS_DIR) / "model.joblib",
+                   help="model artifact (default %(default)s)")
+    p.add_argument("--source", help="media file, URL (rtsp://, http://) or - (standard input)")
+    p.add_argument("--camera", help="camera number (0 = /dev/video0) or device name")
+    p.add_argument("--mic", help="microphone: default, or a source name (--list-devices)")
+    p.add_argument("--realtime", action="store_true",
+                   help="play a file at its own rate, as a live source would deliver it")
+    p.add_argument("--window", type=_positive_float, default=config.WINDOW_S,
+                   metavar="SECONDS", help="window length (default %(default)s)")
+    _add_window_options(p, history=config.STREAM_HISTORY)
+    p.add_argument("--out", type=Path, help="append one CSV row per window here")
+    p.add_argument("--duration", type=_positive_float, metavar="SECONDS",
+                   help="stop after this much of the source")
+    p.add_argument("--show", action="store_true",
+                   help="show the video with the face box and the probabilities (needs a "
+                        "display and OpenCV with a GUI)")
+    p.add_argument("--list-devices", action="store_true",
+                   help="list the cameras and microphones found, and exit")
+    _add_classes_option(p, "decide among")
+    _add_whisper_option(p)
+    p.add_argument("--trust", action="store_true", help="see `mer score --help`")
 
     p = _command(sub, "predict", cmd_predict, help="print one clip's prediction",
                  description="Predict one clip (a media file) and print the label and the "
@@ -328,6 +384,8 @@ def cmd_train(args) -> int:
 def cmd_score(args) -> int:
     from .workflows import score_inputs
 
+    if args.window is not None:
+        return _score_windows(args)
     kw = _run_kwargs(args)
     predictions, failures = score_inputs(args.model, args.data, out=args.out, trust=args.trust,
                                          face_tracks=args.face_tracks,
@@ -351,6 +409,110 @@ def cmd_score(args) -> int:
                   "know (" + ", ".join(f"{k}={v}" for k, v in counts.items()) + ")")
     if len(failures):
         print(f"{len(failures)} failure(s) in {args.out.parent / 'failures.csv'}")
+    return 0
+
+
+def _score_windows(args) -> int:
+    from .scoring import is_feature_input
+    from .stream import score_timeline
+
+    tables = [str(p) for p in args.data if is_feature_input(p)]
+    if tables:
+        raise MerError(f"--window scores media over time; {tables[0]} is a feature table "
+                       "(one row per clip, no time axis)")
+    listings = [str(p) for p in args.data if p.suffix.lower() == ".csv"]
+    if listings:
+        raise MerError(f"--window takes media files or folders; {listings[0]} is a CSV")
+    timeline, failures = score_timeline(
+        args.model, args.data, window=args.window, hop=args.hop, smooth=args.smooth,
+        history=args.history, out=args.out, classes=args.classes, trust=args.trust,
+        whisper_model=args.whisper_model, progress=not args.no_progress)
+    for clip_id, part in timeline.groupby("clip_id", sort=False):
+        scored = part[part["predicted"] != ""]
+        counts = scored["smoothed"].value_counts()
+        print(f"{clip_id}: {len(part)} windows over {part['end_s'].max():.1f} s "
+              f"({len(part) - len(scored)} without a usable modality); smoothed: "
+              + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    print(f"timeline -> {args.out}")
+    if len(failures):
+        print(f"{len(failures)} failure(s) in {args.out.parent / 'failures.csv'}")
+    return 0
+
+
+def _format_window(row: dict) -> str:
+    probs = sorted(((k[len("proba_"):], v) for k, v in row.items()
+                    if k.startswith("proba_") and v == v), key=lambda kv: -kv[1])
+    head = f"{row['start_s']:7.1f}-{row['end_s']:<7.1f}"
+    if not probs:
+        return f"{head} -         ({row['note'] or 'no usable modality'})"
+    top = ", ".join(f"{k} {v:.2f}" for k, v in probs[:3])
+    lat = row.get("latency_s")
+    lat = f"  latency {lat:.2f} s" if lat == lat and lat is not None else ""
+    return (f"{head} {row['predicted']:<10} smoothed {row['smoothed']:<10} ({top}; "
+            f"{row['modalities']}){lat}")
+
+
+def cmd_stream(args) -> int:
+    import csv
+
+    from .media import list_devices
+    from .stream import LiveScorer, annotate_frame, check_display
+
+    if args.list_devices:
+        found = list_devices()
+        print(f"cameras: {', '.join(found['cameras']) or 'none found'}")
+        print(f"microphones: {', '.join(found['microphones']) or 'none found'}")
+        return 0
+    if args.show:
+        check_display()
+    camera = int(args.camera) if args.camera is not None and args.camera.isdigit() \
+        else args.camera
+    quit_asked = []
+
+    def show(frame):  # each sampled frame, with the latest window's result drawn on it
+        import cv2
+
+        shown = annotate_frame(frame, scorer.last_row or {}, scorer.last_box)
+        cv2.imshow("mer stream", cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
+        if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+            quit_asked.append(True)
+
+    scorer = LiveScorer(args.model, args.source, camera=camera, mic=args.mic,
+                        realtime=args.realtime, window=args.window, hop=args.hop,
+                        history=args.history if args.history is not None
+                        else config.STREAM_HISTORY, smooth=args.smooth,
+                        classes=args.classes, trust=args.trust,
+                        whisper_model=args.whisper_model, keep_frame=args.show,
+                        on_frame=show if args.show else None)
+    fh = writer = None
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        new = not args.out.is_file() or args.out.stat().st_size == 0
+        fh = open(args.out, "a", newline="", encoding="utf-8")
+    n = 0
+    try:
+        for row in scorer:
+            print(_format_window(row), flush=True)
+            if fh is not None:
+                if writer is None:
+                    writer = csv.DictWriter(fh, fieldnames=list(row))
+                    if new:
+                        writer.writeheader()
+                writer.writerow(row)
+                fh.flush()
+            n += 1
+            if quit_asked:
+                break
+            if args.duration is not None and row["end_s"] >= args.duration:
+                break
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+    finally:
+        scorer.close()
+        if fh is not None:
+            fh.close()
+    print(f"{n} windows from {scorer.clip_id}" + (f" -> {args.out}" if args.out else ""),
+          file=sys.stderr)
     return 0
 
 

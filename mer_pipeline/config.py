@@ -27,6 +27,13 @@ FACE_ENCODERS : tuple of str
 FACE_CROP_SIZE, FACE_MARGIN, FACE_ALIGN
     Face crops: side in pixels, margin around the detected box (fraction of
     its side), eye alignment on or off.
+WINDOW_S, HOP_S : float
+    Windows of long recordings and streams (``mer score --window``,
+    ``mer stream``): 3 s long, one every second.
+SMOOTH_S : float
+    Expected dwell time (seconds) in one emotion of the smoothed label track.
+STREAM_HISTORY : int
+    Windows of a stream's past used as its speaker's statistics.
 """
 from __future__ import annotations
 
@@ -107,6 +114,14 @@ CLASSICAL_AUDIO_SET: str = "egemaps+compare+librosa"
 #: geometry. Together they scored best on CK+48 and JAFFE (benchmarks/results/face.md); each
 #: costs about 0.01 s per frame.
 FACE_ENCODERS: tuple[str, ...] = ("expression", "landmarks")
+#: Windows over long recordings and live streams: a RAVDESS-length span (the clips the
+#: models are trained on last 3-4 s), one result a second.
+WINDOW_S: float = 3.0
+HOP_S: float = 1.0
+#: Dwell time of the smoothed track: emotions expressed in speech last a few utterances.
+SMOOTH_S: float = 5.0
+#: Two minutes of a stream at the default hop.
+STREAM_HISTORY: int = 120
 FACE_CROP_SIZE: int = 128
 FACE_MARGIN: float = 0.2
 FACE_ALIGN: bool = True

@@ -34,7 +34,8 @@ from .exceptions import (
 )
 
 __all__ = ["DecodedClip", "decode_clip", "load_audio", "sample_frames", "write_wav",
-           "ffmpeg_exe"]
+           "ffmpeg_exe", "MediaSource", "MediaStream", "MediaChunk", "open_source",
+           "list_devices"]
 
 _SOUNDFILE_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff"}
 
@@ -484,3 +485,434 @@ def extract_media(manifest, out_dir: str | os.PathLike, *, sr: int = SAMPLE_RATE
     run.failures = pd.concat([scan_failures, run.failures], ignore_index=True)
     write_failures(run.failures, out / "failures.csv")
     return table, run
+
+
+# --- streaming: long recordings and live sources, decoded incrementally -------------------
+
+#: Seconds of audio per block a :class:`MediaStream` delivers.
+STREAM_BLOCK_S = 0.25
+
+
+@dataclass
+class MediaSource:
+    """A source for :class:`MediaStream`: ffmpeg's input arguments and the streams it has.
+
+    Made by :func:`open_source`. ``live`` sources (a camera, a microphone, a
+    URL or a pipe) cannot be probed or rewound; ``realtime`` files are read at
+    their own rate (ffmpeg ``-re``), as if they were live.
+    """
+
+    name: str
+    input_args: list
+    audio: bool
+    video: bool
+    live: bool = False
+
+
+def _probe_streams(path) -> tuple[bool, bool]:
+    """Whether a file or URL has an audio and a video stream (ffmpeg's input listing)."""
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=60)
+    text = proc.stderr
+    streams = re.findall(r"Stream #\d+:\d+.*?: (Audio|Video):(.*)", text)
+    audio = any(kind == "Audio" for kind, _ in streams)
+    # a cover picture (attached_pic) is not a video stream
+    video = any(kind == "Video" and "attached pic" not in rest for kind, rest in streams)
+    if not streams:
+        raise _ffmpeg_failure(path, text)
+    return audio, video
+
+
+def list_devices() -> dict:
+    """Cameras and microphones ffmpeg can open on this machine.
+
+    Returns
+    -------
+    dict
+        ``{"cameras": [...], "microphones": [...], "system": ...}``: on Linux
+        the ``/dev/video*`` nodes and the PulseAudio/PipeWire sources; on macOS
+        and Windows the names ffmpeg's ``avfoundation``/``dshow`` list.
+    """
+    import platform
+
+    system = platform.system()
+    cameras: list[str] = []
+    mics: list[str] = []
+    if system == "Linux":
+        cameras = sorted(str(p) for p in Path("/dev").glob("video*"))
+        try:
+            out = subprocess.run([ffmpeg_exe(), "-hide_banner", "-sources", "pulse"],
+                                 capture_output=True, text=True, errors="replace", timeout=10)
+            mics = [m.group(1) for m in re.finditer(r"^\s*\*?\s*(\S+)\s+\[", out.stdout, re.M)]
+        except (OSError, subprocess.TimeoutExpired):  # pragma: no cover
+            mics = []
+    elif system in ("Darwin", "Windows"):  # pragma: no cover - not testable here
+        fmt = "avfoundation" if system == "Darwin" else "dshow"
+        out = subprocess.run([ffmpeg_exe(), "-hide_banner", "-f", fmt, "-list_devices", "true",
+                              "-i", "dummy" if fmt == "dshow" else ""],
+                             capture_output=True, text=True, errors="replace", timeout=10)
+        section = None
+        for line in out.stderr.splitlines():
+            if re.search(r"video devices", line, re.I):
+                section = cameras
+            elif re.search(r"audio devices", line, re.I):
+                section = mics
+            elif section is not None:
+                m = re.search(r'\[(\d+)\]\s*(.+)$', line) or re.search(r'"([^"]+)"', line)
+                if m:
+                    section.append(m.group(0).strip())
+    return {"cameras": cameras, "microphones": mics, "system": system}
+
+
+def _device_args(camera, mic) -> list:
+    """ffmpeg input arguments for a camera and/or a microphone (one-line errors if absent)."""
+    import platform
+
+    system = platform.system()
+    found = None
+    args: list = []
+    if system == "Linux":
+        if camera is not None:
+            node = Path(str(camera) if str(camera).startswith("/dev/") else f"/dev/video{camera}")
+            if not node.exists():
+                found = list_devices()
+                raise MediaNotFoundError(node, "no such camera (cameras found: "
+                                         f"{', '.join(found['cameras']) or 'none'})")
+            args += ["-f", "v4l2", "-i", str(node)]
+        if mic is not None:
+            found = found or list_devices()
+            if not found["microphones"]:
+                raise MediaNotFoundError(f"pulse:{mic}", "no microphone: no PulseAudio/PipeWire "
+                                         "source found (microphones found: none)")
+            if mic != "default" and mic not in found["microphones"]:
+                raise MediaNotFoundError(f"pulse:{mic}", "no such microphone (microphones "
+                                         f"found: {', '.join(found['microphones'])})")
+            args += ["-f", "pulse", "-i", str(mic)]
+        return args
+    if system == "Darwin":  # pragma: no cover - not testable here
+        video = "" if camera is None else str(camera)
+        audio = "" if mic is None else ("0" if mic == "default" else str(mic))
+        return ["-f", "avfoundation", "-i", f"{video}:{audio}" if audio else video]
+    if system == "Windows":  # pragma: no cover - not testable here
+        parts = ([f"video={camera}"] if camera is not None else []) + \
+                ([f"audio={mic}"] if mic is not None else [])
+        return ["-f", "dshow", "-i", ":".join(parts)]
+    raise ParameterError(f"cameras and microphones are not supported on {system}")
+
+
+def open_source(source=None, *, realtime: bool = False, camera=None, mic=None,
+                audio: bool | None = None, video: bool | None = None) -> MediaSource:
+    """Describe a media source for :class:`MediaStream`.
+
+    Parameters
+    ----------
+    source : path, URL, ``"-"`` or None
+        A media file, anything ffmpeg reads (``rtsp://``, ``http://``), or
+        ``"-"`` for standard input. ``None`` with ``camera`` and/or ``mic``.
+    realtime : bool
+        Read a file at its own rate (as a live source delivers it).
+    camera : int, str or None
+        A camera: its number (``0`` = ``/dev/video0`` on Linux) or device name.
+    mic : str or None
+        A microphone: ``"default"`` or a source name (:func:`list_devices`).
+    audio, video : bool or None
+        Which streams to read; default: those a file or URL has (probed), both
+        for a pipe, the devices given for a camera and a microphone.
+
+    Returns
+    -------
+    MediaSource
+
+    Raises
+    ------
+    MediaNotFoundError
+        A missing file, camera or microphone (the message names the devices found).
+    CorruptMediaError, NoAudioStreamError, NoVideoStreamError
+    """
+    if source is None and camera is None and mic is None:
+        raise ParameterError("give a source (file, URL or '-') or a camera and/or a microphone")
+    if source is not None and (camera is not None or mic is not None):
+        raise ParameterError("give either a source or devices (camera, microphone), not both")
+    if source is None:
+        args = _device_args(camera, mic)
+        name = "+".join(x for x in (f"camera{camera}" if camera is not None else "",
+                                    f"mic:{mic}" if mic is not None else "") if x)
+        has_audio, has_video = mic is not None, camera is not None
+        live = True
+    else:
+        text = str(source)
+        live = text == "-" or bool(re.match(r"^[a-z][a-z0-9+.-]*://", text))
+        if text == "-":
+            args, has_audio, has_video, name = ["-i", "pipe:0"], True, True, "stdin"
+        else:
+            if not live:
+                path = _check_file(text)
+                name = path.stem
+                if path.suffix.lower() in IMAGE_EXTENSIONS:
+                    raise NoAudioStreamError(path, "a still image is not a stream")
+            else:
+                name = re.sub(r"[^A-Za-z0-9._-]+", "_", text.split("://", 1)[1])[:60]
+            has_audio, has_video = _probe_streams(text)
+            args = (["-re"] if realtime else []) + ["-i", text]
+        live = live or realtime
+    wanted = [k for k, on in (("audio", audio), ("video", video)) if on is None or on]
+    has_audio = has_audio if audio is None else (bool(audio) and has_audio)
+    has_video = has_video if video is None else (bool(video) and has_video)
+    if not has_audio and not has_video:
+        raise NoAudioStreamError(source if source is not None else name,
+                                 f"no {' or '.join(wanted) or 'audio or video'} stream to read")
+    return MediaSource(name=name, input_args=args, audio=has_audio, video=has_video, live=live)
+
+
+@dataclass
+class MediaChunk:
+    """What a :class:`MediaStream` delivers: a block of audio or one sampled frame.
+
+    Attributes
+    ----------
+    kind : {"audio", "video"}
+    start_s : float
+        Source time of the block's first sample (of the frame), from the stream's start.
+    data : np.ndarray
+        ``float32`` mono samples, or one ``uint8`` RGB frame ``(h, w, 3)``.
+    arrival : float
+        ``time.monotonic()`` when it was read (for latency measurement).
+    """
+
+    kind: str
+    start_s: float
+    data: np.ndarray
+    arrival: float
+
+
+class MediaStream:
+    """Decode a source incrementally: one ffmpeg process, audio blocks and frames as they come.
+
+    Memory does not grow with the recording's length: blocks are handed over
+    as they are decoded, through a bounded queue (ffmpeg waits while the
+    consumer is behind, for a file; a live source is read as fast as it comes).
+
+    Parameters
+    ----------
+    source : MediaSource
+        From :func:`open_source`.
+    sr : int
+        Audio sample rate (mono).
+    fps : float
+        Rate frames are sampled at.
+    block_s : float
+        Seconds of audio per block.
+    max_side : int or None
+        Downscale frames so the longer side is at most this.
+    queue_size : int
+        Blocks held between the decoder and the consumer at most.
+
+    Examples
+    --------
+    >>> with MediaStream(open_source("talk.mp4")) as stream:  # doctest: +SKIP
+    ...     for chunk in stream:
+    ...         print(chunk.kind, chunk.start_s, chunk.data.shape)
+    """
+
+    def __init__(self, source: MediaSource, *, sr: int = SAMPLE_RATE, fps: float = FRAME_RATE,
+                 block_s: float = STREAM_BLOCK_S, max_side: int | None = None,
+                 queue_size: int = 64):
+        _check_rates(sr, fps)
+        self.source = source
+        self.sr = sr
+        self.fps = fps
+        self.block_s = block_s
+        self.max_side = max_side
+        self.queue_size = queue_size
+        self.proc = None
+        self.stderr_lines: list[str] = []
+        self.frame_size = None
+        self.decoded = {"audio": 0, "video": 0}  # samples, frames
+        self.error: MediaError | None = None  # why decoding stopped early, if it did
+        self._threads: list = []
+        self._stop = threading.Event()
+
+    # -- process ---------------------------------------------------------------------------
+    def start(self) -> "MediaStream":
+        import queue
+
+        src = self.source
+        cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info",
+               *src.input_args]
+        read_fd = write_fd = None
+        if src.video:
+            cmd += ["-map", "0:v:0", "-vf", f"fps={self.fps}{_scale_filter(self.max_side)}",
+                    "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+        if src.audio:
+            read_fd, write_fd = os.pipe()
+            # a camera and a microphone are two inputs: the sound is the second's
+            stream = "1:a:0" if (src.video and src.input_args.count("-i") > 1) else "0:a:0"
+            cmd += ["-map", stream, "-ac", "1", "-ar", str(self.sr), "-f", "f32le",
+                    f"pipe:{write_fd}"]
+        self.queue = queue.Queue(maxsize=self.queue_size)
+        self._size_known = threading.Event()
+        stdin = None if src.input_args[-1] == "pipe:0" else subprocess.DEVNULL
+        try:
+            self.proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE,
+                                         stderr=subprocess.PIPE,
+                                         pass_fds=(write_fd,) if src.audio else ())
+        except OSError as exc:  # pragma: no cover - ffmpeg missing
+            for fd in (read_fd, write_fd):
+                if fd is not None:
+                    os.close(fd)
+            raise CorruptMediaError(src.name, f"cannot start ffmpeg ({exc})") from exc
+        if write_fd is not None:
+            os.close(write_fd)
+        self._open = {k for k, on in (("audio", src.audio), ("video", src.video)) if on}
+        targets = [("stderr", self._read_stderr, None)]
+        if src.video:
+            targets.append(("video", self._read_video, None))
+        if src.audio:
+            targets.append(("audio", self._read_audio, read_fd))
+        for name, func, arg in targets:
+            t = threading.Thread(target=func, args=() if arg is None else (arg,),
+                                 name=f"mer-stream-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def __enter__(self) -> "MediaStream":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the decoder (also mid-stream) and release its pipes."""
+        self._stop.set()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # pragma: no cover
+                self.proc.kill()
+                self.proc.wait()
+        for t in self._threads:
+            t.join(timeout=5)
+
+    # -- reader threads --------------------------------------------------------------------
+    def _put(self, item) -> bool:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _read_stderr(self) -> None:
+        text = ""
+        for raw in iter(self.proc.stderr.readline, b""):
+            line = raw.decode("utf-8", "replace")
+            self.stderr_lines.append(line)
+            if len(self.stderr_lines) > 400:
+                del self.stderr_lines[:200]
+            if self.frame_size is None:
+                text += line
+                size = _frame_size(text)
+                if size is not None:
+                    self.frame_size = size
+                    self._size_known.set()
+        self._size_known.set()  # ended: whoever waits learns there is no size
+
+    @staticmethod
+    def _read_exactly(fh, n: int) -> bytes:
+        parts, got = [], 0
+        while got < n:
+            block = fh.read(n - got)
+            if not block:
+                break
+            parts.append(block)
+            got += len(block)
+        return b"".join(parts)
+
+    def _read_video(self) -> None:
+        import time
+
+        fh = self.proc.stdout
+        try:
+            self._size_known.wait()
+            if self.frame_size is not None:
+                w, h = self.frame_size
+                n = w * h * 3
+                k = 0
+                while not self._stop.is_set():
+                    data = self._read_exactly(fh, n)
+                    if len(data) < n:
+                        break
+                    frame = np.frombuffer(data, np.uint8).reshape(h, w, 3)
+                    if not self._put(MediaChunk("video", k / self.fps, frame, time.monotonic())):
+                        break
+                    k += 1
+                    self.decoded["video"] = k
+            else:  # no size: drain whatever there is
+                while fh.read(1 << 16):
+                    pass
+        finally:
+            self._put(MediaChunk("end", 0.0, np.empty(0), time.monotonic()))
+
+    def _read_audio(self, fd) -> None:
+        import time
+
+        n = max(1, int(round(self.block_s * self.sr))) * 4
+        total = 0
+        try:
+            with os.fdopen(fd, "rb") as fh:
+                while not self._stop.is_set():
+                    data = self._read_exactly(fh, n)
+                    usable = len(data) // 4 * 4
+                    if usable:
+                        y = np.frombuffer(data[:usable], np.float32).copy()
+                        if not self._put(MediaChunk("audio", total / self.sr, y,
+                                                    time.monotonic())):
+                            break
+                        total += len(y)
+                        self.decoded["audio"] = total
+                    if len(data) < n:
+                        break
+        finally:
+            self._put(MediaChunk("end", 1.0, np.empty(0), time.monotonic()))
+
+    # -- consumer ---------------------------------------------------------------------------
+    def __iter__(self):
+        """Yield :class:`MediaChunk` objects until both streams end; then check how ffmpeg ended.
+
+        Raises
+        ------
+        MediaError
+            If ffmpeg failed before decoding anything (a corrupt file, a device
+            that cannot be opened); a failure midway ends the iteration after
+            what was decoded, with :attr:`error` set.
+        """
+        import queue
+
+        if self.proc is None:
+            self.start()
+        open_streams = len(self._open)
+        self.error = None
+        while open_streams:
+            try:
+                chunk = self.queue.get(timeout=0.5)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            if chunk.kind == "end":
+                open_streams -= 1
+                continue
+            yield chunk
+        code = self.proc.wait()
+        for t in self._threads:
+            t.join(timeout=5)
+        if code != 0 and not self._stop.is_set():
+            err = _ffmpeg_failure(self.source.name, "".join(self.stderr_lines))
+            if not any(self.decoded.values()):
+                raise err
+            self.error = err

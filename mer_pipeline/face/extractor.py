@@ -11,7 +11,7 @@ from ..exceptions import NoFaceError
 from .crops import face_crops
 from .encoders import make_encoder
 
-__all__ = ["FaceFeatureExtractor", "pool_frames", "POOL_STATS"]
+__all__ = ["FaceFeatureExtractor", "pool_frames", "clip_features", "POOL_STATS"]
 
 
 #: The statistics :func:`pool_frames` computes by default (the video path's).
@@ -152,6 +152,29 @@ class FaceFeatureExtractor:
                 enc.check()
         return encoders
 
+    def encode_frames(self, frames: np.ndarray, encoders=None):
+        """Face crops of sampled frames and their encoders' features.
+
+        Parameters
+        ----------
+        frames : np.ndarray, shape (n, h, w, 3), uint8
+        encoders : list or None
+            From :meth:`build_encoders` (built here when ``None``; build once
+            and pass them when calling often).
+
+        Returns
+        -------
+        faces : FaceCrops
+        feats : np.ndarray, shape (n_faces, n_features), or None when no frame has a face
+        """
+        encoders = self.build_encoders(check=False) if encoders is None else encoders
+        rgb_size = max((enc.rgb_size or 0 for enc in encoders), default=0) or None
+        faces = face_crops(frames, size=self.size, margin=self.margin, align=self.align,
+                           rgb_size=rgb_size, require_face=False)
+        feats = np.hstack([enc.encode_faces(faces) for enc in encoders]) if faces.n_faces \
+            else None
+        return faces, feats
+
     def __call__(self, clip_id: str, row: dict):
         from ..media import sample_frames
         from ..parallel import ClipOutcome
@@ -162,30 +185,58 @@ class FaceFeatureExtractor:
             return outcome
         encoders = self.build_encoders(check=False)
         names = [n for enc in encoders for n in enc.feature_names()]
-        rgb_size = max((enc.rgb_size or 0 for enc in encoders), default=0) or None
         try:
             frames = sample_frames(path, fps=self.fps)
             with _single_threaded_opencv():  # clips run in parallel: threads per clip only contend
-                faces = face_crops(frames, size=self.size, margin=self.margin, align=self.align,
-                                   rgb_size=rgb_size, require_face=False)
+                faces, feats = self.encode_frames(frames, encoders)
         except Exception as exc:  # noqa: BLE001 - recorded per clip
             outcome.fail("video", path, exc)
             return outcome
         records = faces.frame_records(None if len(frames) == 1 else self.fps)
-        bookkeeping = dict(zip(_schema.BOOKKEEPING_COLUMNS["face"],
-                               (float(faces.n_frames), faces.face_fraction)))
-        frame_table = None
-        if faces.n_faces:
-            feats = np.hstack([enc.encode_faces(faces) for enc in encoders])
-            stats = pool_frames(feats, names)
-            frame_table = _schema.FrameFeatures(frame=faces.frame_index.astype(np.int32),
-                                                features=feats, names=names)
-        else:
+        if feats is None:
             outcome.fail("face", path, NoFaceError.in_frames(len(frames)))
-            stats = {k: np.nan for k in pool_frames(np.zeros((1, len(names))), names)}
-        pooled = {_schema.column("face", k): v for k, v in stats.items()}
-        pooled.update(bookkeeping)
-        outcome.value = _schema.ClipFeatures(
-            values=np.array(list(pooled.values()), np.float32), names=tuple(pooled),
-            frames=frame_table, records=records)
+        outcome.value = clip_features(feats, faces.frame_index, faces.n_frames,
+                                      faces.face_fraction, names, records)
         return outcome
+
+
+def clip_features(feats: np.ndarray | None, frame_index: np.ndarray, n_frames: int,
+                  face_fraction: float, names: list[str], records: list | None = None
+                  ) -> _schema.ClipFeatures:
+    """A clip's (or a window's) face value from its frames' encoder features.
+
+    Parameters
+    ----------
+    feats : np.ndarray, shape (n_faces, n_features), or None
+        One row per frame with a face (``None``: no face in any frame).
+    frame_index : np.ndarray of int
+        Which sampled frame each row comes from.
+    n_frames : int
+        Frames sampled (with or without a face).
+    face_fraction : float
+        Fraction of them with a face.
+    names : list of str
+        The encoders' feature names.
+    records : list of dict or None
+        Per-frame records (:meth:`FaceCrops.frame_records`).
+
+    Returns
+    -------
+    ClipFeatures
+        Pooled row (NaN features and ``face_fraction`` 0 when no face), bookkeeping
+        columns, frame-level features.
+    """
+    bookkeeping = dict(zip(_schema.BOOKKEEPING_COLUMNS["face"],
+                           (float(n_frames), float(face_fraction))))
+    frame_table = None
+    if feats is not None and len(feats):
+        stats = pool_frames(feats, names)
+        frame_table = _schema.FrameFeatures(frame=np.asarray(frame_index, dtype=np.int32),
+                                            features=np.asarray(feats, dtype=np.float32),
+                                            names=list(names))
+    else:
+        stats = {k: np.nan for k in pool_frames(np.zeros((1, len(names))), names)}
+    pooled = {_schema.column("face", k): v for k, v in stats.items()}
+    pooled.update(bookkeeping)
+    return _schema.ClipFeatures(values=np.array(list(pooled.values()), np.float32),
+                                names=tuple(pooled), frames=frame_table, records=records)

@@ -1,0 +1,294 @@
+"""Windowed scoring of long recordings and live streams (mer score --window, mer stream)."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from mer_pipeline.cli import main
+from mer_pipeline.exceptions import MediaNotFoundError, MerError, ParameterError
+from mer_pipeline.media import MediaStream, list_devices, open_source
+from mer_pipeline.workflows import train_and_save
+from mer_pipeline.stream import (LiveScorer, forward_smooth, score_timeline, viterbi_smooth,
+                                 window_features)
+
+from .conftest import ffmpeg, make_tone, make_video, shared_path
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def tone_model(tmp_path_factory):
+    """A model trained on synthetic tones: low pitch = happy, high pitch = sad (egemaps)."""
+    root = tmp_path_factory.mktemp("tones")
+    data = root / "data"
+    for actor in range(1, 7):
+        for emo, freq in (("03", 180.0), ("04", 320.0)):
+            for rep in (1, 2):
+                make_tone(data / f"Actor_{actor:02d}" / f"03-01-{emo}-01-01-0{rep}-{actor:02d}.wav",
+                          freq=freq + 7 * actor + rep, seconds=1.0)
+    feats = root / "feats"
+    assert main(["features", str(data), "--out", str(feats), "--audio-set", "egemaps",
+                 "--n-jobs", "1", "--no-progress"]) == 0
+    model = root / "model.joblib"
+    train_and_save(feats, model, model="logreg", cv_folds=None, speaker_norm=False)
+    return model
+
+
+def _tone(freq, seconds, sr=SR, amp=0.3, seed=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    env = 0.6 + 0.4 * np.sin(2 * np.pi * 2.0 * t)
+    return (amp * env * np.sin(2 * np.pi * freq * t)
+            + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+@pytest.fixture
+def two_part_recording(tmp_path):
+    """6 s of a low tone, then 6 s of a high one, as a FLAC file."""
+    y = np.concatenate([_tone(190.0, 6.0), _tone(330.0, 6.0, seed=1)])
+    path = tmp_path / "long_recording.flac"
+    sf.write(str(path), y, SR)
+    return path
+
+
+def test_stream_reads_a_file_like_the_clip_decoder(video):
+    from mer_pipeline.media import decode_clip
+
+    path = video(seconds=3.0)
+    clip = decode_clip(audio_path=path, video_path=path)
+    with MediaStream(open_source(path), block_s=0.1) as stream:
+        chunks = list(stream)
+    audio = np.concatenate([c.data for c in chunks if c.kind == "audio"])
+    frames = np.stack([c.data for c in chunks if c.kind == "video"])
+    assert np.array_equal(audio, clip.audio)
+    assert np.array_equal(frames, clip.frames)
+    starts = [c.start_s for c in chunks if c.kind == "video"]
+    assert starts == pytest.approx([k / 3.0 for k in range(len(starts))])
+    assert stream.error is None
+
+
+def test_open_source_finds_the_streams_and_names_missing_devices(video, tone, tmp_path):
+    assert (open_source(video(audio=False)).audio, open_source(video(audio=False)).video) \
+        == (False, True)
+    src = open_source(tone(seconds=0.5))
+    assert (src.audio, src.video, src.live) == (True, False, False)
+    assert open_source(tone(seconds=0.5), realtime=True).input_args[0] == "-re"
+    with pytest.raises(MediaNotFoundError, match="no such media file"):
+        open_source(tmp_path / "absent.mp4")
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all" * 100)
+    with pytest.raises(MerError, match="cannot decode"):
+        open_source(bad)
+    with pytest.raises(ParameterError):
+        open_source()
+    devices = list_devices()
+    if not devices["cameras"]:
+        with pytest.raises(MediaNotFoundError, match=r"no such camera .*cameras found: none"):
+            open_source(camera=7)
+    if not devices["microphones"]:
+        with pytest.raises(MediaNotFoundError, match="no microphone"):
+            open_source(mic="default")
+
+
+def test_window_features_match_whole_clip_features(tone):
+    """A window over a whole clip has the clip's features; windows are placed as asked."""
+    from mer_pipeline.audio import AudioFeatureExtractor
+
+    path = tone(seconds=2.0, freq=250.0)
+    task = AudioFeatureExtractor("egemaps")
+    clip = task("c", {"audio_path": str(path)}).value
+    with MediaStream(open_source(path)) as stream:
+        wins = list(window_features(stream, {"audio": task}, window=2.0, hop=0.5))
+    assert [(w.start_s, w.end_s) for w in wins] == [(0.0, 2.0)]
+    assert np.allclose(wins[0].values["audio"].values, clip.values, rtol=1e-4, atol=1e-5)
+    with MediaStream(open_source(path)) as stream:
+        wins = list(window_features(stream, {"audio": task}, window=1.0, hop=0.25))
+    assert [w.start_s for w in wins] == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0])
+    with MediaStream(open_source(path)) as stream:  # shorter than a window: one over all
+        wins = list(window_features(stream, {"audio": task}, window=5.0, hop=1.0))
+    assert [(w.start_s, w.end_s) for w in wins] == [(0.0, 2.0)]
+    with pytest.raises(ParameterError, match="hop"):
+        next(window_features(MediaStream(open_source(path)), {"audio": task}, window=1.0,
+                             hop=2.0))
+
+
+def test_face_windows_on_a_real_clip_match_the_clip():
+    """Frames are encoded once, and a window over the whole clip pools what the clip does."""
+    from mer_pipeline.face import FaceFeatureExtractor
+
+    path = shared_path("samples", "ravdess_av_reencoded", "Actor_01", "01-01-07-02-02-01-01.mp4")
+    task = FaceFeatureExtractor()
+    clip = task("c", {"video_path": str(path)}).value.row
+    with MediaStream(open_source(path, audio=False)) as stream:
+        wins = list(window_features(stream, {"face": task}, window=4.0, hop=1.0))
+    assert len(wins) == 1 and "face" not in wins[0].errors
+    row = wins[0].values["face"].row
+    assert row["face_n_frames"] == clip["face_n_frames"] == 12
+    assert row["face_fraction"] == pytest.approx(clip["face_fraction"])
+    # the stream tracks the face across frames in hops, the clip in one pass: same crops
+    assert np.allclose(row.to_numpy(), clip.to_numpy(), rtol=1e-3, atol=1e-3)
+    assert wins[0].box is not None and wins[0].box[2] > 50
+
+
+def test_timeline_follows_a_change_of_emotion(tone_model, two_part_recording, tmp_path):
+    out = tmp_path / "t" / "timeline.csv"
+    timeline, failures = score_timeline(tone_model, [two_part_recording], window=2.0, hop=1.0,
+                                        out=out, progress=False)
+    assert len(failures) == 0
+    assert list(timeline.columns[:4]) == ["clip_id", "start_s", "end_s", "predicted"]
+    assert {"proba_happy", "proba_sad", "modalities", "smoothed"} <= set(timeline.columns)
+    assert timeline["start_s"].tolist() == [float(k) for k in range(11)]
+    assert (timeline["end_s"] - timeline["start_s"] == 2.0).all()
+    first = timeline[timeline["end_s"] <= 6.0]
+    last = timeline[timeline["start_s"] >= 6.0]
+    assert (first["predicted"] == "happy").all() and (last["predicted"] == "sad").all()
+    assert np.allclose(timeline[["proba_happy", "proba_sad"]].sum(axis=1), 1.0)
+    assert set(timeline["modalities"]) == {"audio"}
+    on_disk = pd.read_csv(out)
+    assert len(on_disk) == len(timeline) and (out.parent / "failures.csv").is_file()
+    # the causal variant (each window with its past only) agrees on so clear a signal
+    causal, _ = score_timeline(tone_model, [two_part_recording], window=2.0, hop=1.0,
+                               history=5, progress=False)
+    assert (causal["predicted"] == timeline["predicted"]).mean() >= 0.9
+
+
+def test_timeline_keeps_going_past_bad_files_and_silence(tone_model, two_part_recording,
+                                                         tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00" * 2048)
+    silent = tmp_path / "gap.wav"
+    y = np.concatenate([_tone(190.0, 3.0), np.zeros(3 * SR, np.float32)])
+    sf.write(str(silent), y, SR)
+    timeline, failures = score_timeline(tone_model, [bad, silent, two_part_recording],
+                                        window=1.0, hop=1.0, progress=False)
+    assert failures["path"].tolist() == [str(bad)]
+    gap = timeline[timeline["clip_id"] == "gap"]
+    assert len(gap) == 6
+    quiet = gap[gap["start_s"] >= 3.0]
+    assert (quiet["predicted"] == "").all() and quiet["proba_happy"].isna().all()
+    assert (quiet["modalities"] == "none").all() and quiet["note"].str.contains("silent").all()
+    with pytest.raises(MerError, match="nothing to score"):
+        score_timeline(tone_model, [bad], progress=False)
+
+
+def test_smoothing_removes_isolated_flips():
+    proba = np.array([[0.9, 0.1]] * 4 + [[0.4, 0.6]] + [[0.9, 0.1]] * 4 + [[0.1, 0.9]] * 6)
+    raw = np.argmax(proba, axis=1)
+    path = viterbi_smooth(proba, hop=1.0, smooth=5.0)
+    assert raw[4] == 1 and path[4] == 0          # a one-window flip is smoothed away
+    assert (path[-5:] == 1).all()                # a lasting change is kept
+    assert np.array_equal(viterbi_smooth(proba, smooth=0), raw)
+    post = forward_smooth(proba, hop=1.0, smooth=5.0)
+    assert np.allclose(post.sum(axis=1), 1.0) and np.argmax(post[4]) == 0
+    nan = proba.copy()
+    nan[2] = np.nan                              # a window without prediction: no evidence
+    assert viterbi_smooth(nan)[2] == 0
+
+
+def test_live_scorer_on_a_realtime_file_reports_latency(tone_model, two_part_recording):
+    scorer = LiveScorer(tone_model, two_part_recording, realtime=True, window=2.0, hop=1.0,
+                        history=10)
+    t0 = time.monotonic()
+    rows = list(scorer)
+    took = time.monotonic() - t0
+    assert len(rows) == 11 and took >= 10.0      # played at its own rate (12 s)
+    assert rows[0]["predicted"] == "happy" and rows[-1]["predicted"] == "sad"
+    lat = np.array([r["latency_s"] for r in rows])
+    assert np.isfinite(lat).all() and (lat > -0.3).all() and lat.max() < 1.0
+    assert {"smoothed", "modalities"} <= set(rows[0])
+
+
+def test_live_scorer_stops_cleanly_midway(tone_model, two_part_recording):
+    scorer = LiveScorer(tone_model, two_part_recording, realtime=True, window=1.0, hop=1.0)
+    first = []
+    for row in scorer:
+        first.append(row)
+        if len(first) == 2:
+            break
+    scorer.close()
+    assert len(first) == 2
+    assert scorer.stream.proc.poll() is not None  # ffmpeg is gone
+
+
+def test_stream_from_a_pipe(tone_model, tmp_path):
+    """``mer stream --source -``: another process writes the media to our standard input."""
+    wav = tmp_path / "piped.wav"
+    sf.write(str(wav), np.concatenate([_tone(190.0, 4.0), _tone(330.0, 4.0)]), SR)
+    out = tmp_path / "live.csv"
+    with open(wav, "rb") as fh:
+        proc = subprocess.run([sys.executable, "-m", "mer_pipeline.cli", "stream", "--model",
+                               str(tone_model), "--source", "-", "--window", "2", "--hop", "1",
+                               "--out", str(out)], stdin=fh, capture_output=True, text=True,
+                              timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = pd.read_csv(out)
+    assert len(rows) == 7 and rows["predicted"].iloc[0] == "happy"
+    assert rows["predicted"].iloc[-1] == "sad"
+    assert proc.stdout.count("\n") >= 7 and "happy" in proc.stdout
+
+
+def test_cli_score_window_and_stream_errors(tone_model, two_part_recording, tmp_path, capsys):
+    out = tmp_path / "timeline.csv"
+    assert main(["score", "--model", str(tone_model), str(two_part_recording), "--window", "3",
+                 "--hop", "1", "--out", str(out), "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "10 windows" in text and out.is_file()
+    timeline = pd.read_csv(out)
+    assert len(timeline) == 10 and timeline["end_s"].max() == 12.0
+    # a feature CSV has no time axis
+    table = tone_model.parent / "feats" / "audio_features.csv"
+    assert main(["score", "--model", str(tone_model), str(table), "--window", "3"]) == 1
+    assert "feature table" in capsys.readouterr().err
+    assert main(["score", "--model", str(tone_model), str(out), "--window", "3"]) == 1
+    assert "media files or folders" in capsys.readouterr().err
+    if not list_devices()["cameras"]:
+        assert main(["stream", "--model", str(tone_model), "--camera", "3"]) == 1
+        err = capsys.readouterr().err
+        assert "no such camera" in err and err.count("\n") == 1
+
+
+def test_show_needs_a_display_or_says_why(tone_model, two_part_recording, capsys):
+    from mer_pipeline.stream import annotate_frame
+
+    frame = np.zeros((120, 160, 3), np.uint8)
+    drawn = annotate_frame(frame, {"predicted": "happy", "proba_happy": 0.8, "proba_sad": 0.2},
+                           box=(40, 20, 60, 60))
+    assert drawn.shape == frame.shape and drawn.any() and not frame.any()
+    assert (drawn[20, 40:100] > 0).any()  # the box's top edge is drawn
+    import cv2
+
+    if "GUI:                           NONE" in cv2.getBuildInformation() or \
+            not os.environ.get("DISPLAY"):
+        assert main(["stream", "--model", str(tone_model), "--source",
+                     str(two_part_recording), "--show"]) == 1
+        err = capsys.readouterr().err
+        assert "--show" in err and ("GUI" in err or "display" in err)
+
+
+@pytest.mark.skipif(shutil.which("Xvfb") is None,
+                    reason="Xvfb is not installed here (no virtual display to show a window in)")
+def test_show_under_a_virtual_display(tone_model, video, tmp_path):  # pragma: no cover
+    import cv2
+
+    if "GUI:                           NONE" in cv2.getBuildInformation():
+        pytest.skip("this OpenCV (opencv-python-headless) has no GUI to open a window with")
+    display = ":97"
+    xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", "640x480x24"])
+    try:
+        env = dict(os.environ, DISPLAY=display)
+        proc = subprocess.run([sys.executable, "-m", "mer_pipeline.cli", "stream", "--model",
+                               str(tone_model), "--source", str(video(seconds=3.0)), "--show",
+                               "--window", "1"], env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        xvfb.terminate()
