@@ -21,7 +21,7 @@ FOLDS ?= 5
 FACE_TRACKS ?=
 TRACKS_OPT := $(if $(strip $(FACE_TRACKS)),--face-tracks $(FACE_TRACKS),)
 
-.PHONY: help install test demo need-data features evaluate train score bench-audio bench-adaptation bench-corpora bench-face bench-av bench-fusion check-vggface train-paired clean
+.PHONY: help install test demo need-data features evaluate train score bench-audio bench-adaptation bench-corpora bench-face bench-av bench-fusion bench-stream check-vggface train-paired clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -108,6 +108,9 @@ bench-av: install ## audio-visual benchmark on real RAVDESS recordings (voice + 
 
 bench-fusion: install ## fusion benchmark: RAVDESS voices paired with JAFFE faces, each fusion vs each modality -> benchmarks/results/
 	$(PY) benchmarks/bench_fusion.py --shared ../shared/data --out benchmarks/results --work $(FEATURES)/bench_fusion --n-jobs $(N_JOBS)
+
+bench-stream: install ## long recordings and live streams: memory, speed, latency, window accuracy -> benchmarks/results/
+	$(PY) benchmarks/bench_stream.py --shared ../shared/data --out benchmarks/results --work $(FEATURES)/bench_stream --n-jobs $(N_JOBS)
 
 PAIRED_MODEL ?= artifacts/paired.joblib
 AV_CLIP := ../shared/data/samples/ravdess_av_reencoded/Actor_01/01-01-07-02-02-01-01.mp4

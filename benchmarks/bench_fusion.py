@@ -80,6 +80,28 @@ def build_paired(audio: pd.DataFrame, faces: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def paired_features(ravdess: Path, jaffe: Path, work: Path, *, n_jobs=-1) -> pd.DataFrame:
+    """Extract both corpora (cached) and write the paired folder ``work/paired``; its table."""
+    for src, dst, kw in ((ravdess, "ravdess", {}),
+                         (jaffe, "jaffe", {"modalities": ["face"],
+                                           "face_encoders": FACE_ENCODERS})):
+        extract_features(discover(src), work / dst, n_jobs=n_jobs, progress=False, **kw)
+    audio, faces = load_features(work / "ravdess"), load_features(work / "jaffe")
+    table = build_paired(audio, faces)
+    names = {col: [_schema.strip_modality(c)
+                   for c in _schema.feature_columns(pd.read_parquet(path))]
+             for col, path in (("audio_frames", work / "ravdess" / AUDIO_FRAME_TABLE),
+                               ("face_frames", work / "jaffe" / FRAME_TABLE))}
+    # how each modality was extracted: the audio as in the RAVDESS folder, the face as JAFFE's
+    provenance = {**audio.attrs["provenance"],
+                  "modalities": {"audio": audio.attrs["provenance"]["modalities"]["audio"],
+                                 "face": faces.attrs["provenance"]["modalities"]["face"]},
+                  "corpus": {"paired": "RAVDESS speech x JAFFE faces (benchmarks/bench_fusion.py)",
+                             "clips": int(len(table))}}
+    write_features(table, work / "paired", frame_names=names, provenance=provenance)
+    return table
+
+
 def candidates(n_jobs):
     single = dict(speaker_norm=True)
     return [
@@ -117,24 +139,7 @@ def main(argv=None):
     ravdess, jaffe = args.shared / "ravdess_speech", args.shared / "faces" / "jaffe"
     if not ravdess.is_dir() or not jaffe.is_dir():
         p.error(f"needs {ravdess} and {jaffe}")
-    for src, dst, kw in ((ravdess, "ravdess", {}),
-                         (jaffe, "jaffe", {"modalities": ["face"],
-                                           "face_encoders": FACE_ENCODERS})):
-        extract_features(discover(src), args.work / dst, n_jobs=args.n_jobs, progress=False,
-                         **kw)
-    audio, faces = load_features(args.work / "ravdess"), load_features(args.work / "jaffe")
-    table = build_paired(audio, faces)
-    names = {col: [_schema.strip_modality(c)
-                   for c in _schema.feature_columns(pd.read_parquet(path))]
-             for col, path in (("audio_frames", args.work / "ravdess" / AUDIO_FRAME_TABLE),
-                               ("face_frames", args.work / "jaffe" / FRAME_TABLE))}
-    # how each modality was extracted: the audio as in the RAVDESS folder, the face as JAFFE's
-    provenance = {**audio.attrs["provenance"],
-                  "modalities": {"audio": audio.attrs["provenance"]["modalities"]["audio"],
-                                 "face": faces.attrs["provenance"]["modalities"]["face"]},
-                  "corpus": {"paired": "RAVDESS speech x JAFFE faces (benchmarks/bench_fusion.py)",
-                             "clips": int(len(table))}}
-    write_features(table, args.work / "paired", frame_names=names, provenance=provenance)
+    table = paired_features(ravdess, jaffe, args.work, n_jobs=args.n_jobs)
     y, groups = table["emotion"], table["face_subject"]
     print(f"paired table: {len(table)} clips, {table['actor'].nunique()} actors, "
           f"{groups.nunique()} face subjects, {table['face_id'].nunique()} distinct images",

@@ -483,7 +483,8 @@ class AudioFeatureExtractor:
         """The rate audio is decoded at for this set (the highest rate a part needs)."""
         return max(FEATURE_SETS[p][1] for p in resolve_set(self.feature_set))
 
-    def from_signal(self, y: np.ndarray, sr: int) -> _schema.ClipFeatures:
+    def from_signal(self, y: np.ndarray, sr: int, *, frames: bool = True
+                    ) -> _schema.ClipFeatures:
         """One clip's (or one window's) features from a decoded signal.
 
         Parameters
@@ -492,6 +493,9 @@ class AudioFeatureExtractor:
             Mono audio.
         sr : int
             Its rate: :attr:`sample_rate` (what :meth:`__call__` decodes to).
+        frames : bool
+            Also compute the low-level-descriptor sequence (``False``: the row only,
+            for a model that does not use it).
 
         Returns
         -------
@@ -505,6 +509,9 @@ class AudioFeatureExtractor:
         parts = resolve_set(self.feature_set)
         values, signals, spectra = _features(
             y, sr, parts, {"model": self.whisper_model, "layers": tuple(self.whisper_layers)})
+        if not frames:
+            return _schema.ClipFeatures(values=values.to_numpy(dtype=np.float32),
+                                        names=tuple(values.index))
         # the LLD sequence is defined at 16 kHz: reuse the analysis, or the decoded signal
         sp = spectra.get(SAMPLE_RATE)
         if sp is None:

@@ -35,7 +35,7 @@ from .exceptions import (
 
 __all__ = ["DecodedClip", "decode_clip", "load_audio", "sample_frames", "write_wav",
            "ffmpeg_exe", "MediaSource", "MediaStream", "MediaChunk", "open_source",
-           "list_devices"]
+           "list_devices", "iter_frames"]
 
 _SOUNDFILE_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff"}
 
@@ -916,3 +916,52 @@ class MediaStream:
             if not any(self.decoded.values()):
                 raise err
             self.error = err
+
+
+def iter_frames(path: str | os.PathLike, *, fps: float = FRAME_RATE, chunk: int = 64,
+                max_side: int | None = None):
+    """Sample a video's frames at ``fps``, ``chunk`` frames at a time (bounded memory).
+
+    The same frames as :func:`sample_frames`, without holding them all: a long
+    recording's frames are never in memory together.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Video file, or a still image (one chunk of one frame).
+    fps : float > 0
+        Sampling rate in frames per second.
+    chunk : int > 0
+        Frames per yielded array.
+    max_side : int or None
+        Downscale so that the longer side is at most this many pixels.
+
+    Yields
+    ------
+    np.ndarray, shape (n, height, width, 3), dtype uint8, RGB, with n <= chunk
+
+    Raises
+    ------
+    MediaNotFoundError, EmptyMediaError, CorruptMediaError, NoVideoStreamError
+    """
+    _check_rates(None, fps)
+    path = _check_file(path)
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        yield _load_image(path, max_side)
+        return
+    if path.suffix.lower() in AUDIO_EXTENSIONS:
+        raise NoVideoStreamError(path, "no video stream (audio file)")
+    source = MediaSource(name=str(path), input_args=["-i", str(path)], audio=False, video=True)
+    batch: list = []
+    with MediaStream(source, fps=fps, max_side=max_side) as stream:
+        for item in stream:
+            batch.append(item.data)
+            if len(batch) == chunk:
+                yield np.stack(batch)
+                batch = []
+    if batch:
+        yield np.stack(batch)
+    if stream.error is not None:  # decoded part of it: as sample_frames, the file is bad
+        raise stream.error
+    if not stream.decoded["video"]:
+        raise CorruptMediaError(path, "no video frames decoded")

@@ -32,6 +32,7 @@ import sys
 import time
 import warnings
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,7 +160,8 @@ class _FaceFrames:
         self.done = [r for r in self.done if r[1] >= t - _EPS]
 
 
-def window_features(stream, tasks: dict, *, window: float = WINDOW_S, hop: float = HOP_S):
+def window_features(stream, tasks: dict, *, window: float = WINDOW_S, hop: float = HOP_S,
+                    audio_frames: bool = True):
     """Cut a decoded stream into windows and compute each window's features.
 
     Parameters
@@ -174,11 +176,17 @@ def window_features(stream, tasks: dict, *, window: float = WINDOW_S, hop: float
         Window length and step in seconds. Windows start at 0, hop, 2·hop, …
         and are given once every stream the source has reaches their end. A
         recording shorter than one window gives one window over all of it.
+    audio_frames : bool
+        Also compute each window's audio low-level-descriptor sequence (only
+        models with sequence fusion use it).
 
     Yields
     ------
     WindowFeatures
     """
+    from .audio import resolve_set
+    from .parallel import single_threaded
+
     _check_windows(window, hop)
     source = stream.source
     audio_task = tasks.get("audio") if source.audio else None
@@ -188,49 +196,78 @@ def window_features(stream, tasks: dict, *, window: float = WINDOW_S, hop: float
     clock = {"audio": 0.0, "video": 0.0}
     k = 0
 
+    pool = ThreadPoolExecutor(1) if audio is not None and faces is not None else None
+
+    def audio_value(seg):
+        try:
+            return audio_task.from_signal(seg, stream.sr, frames=audio_frames), None
+        except MediaError as exc:  # silent or too short: recorded per window
+            return None, str(exc).rsplit(": <signal>", 1)[0]
+
+    if audio is not None and "whisper" in resolve_set(audio_task.feature_set):
+        import torch  # noqa: F401 - loaded now, so that single_threaded() holds it to one thread
+
     def make(start: float, end: float) -> WindowFeatures:
+        # one thread per library, as per-clip extraction runs: the same features as a clip's,
+        # and the audio thread and the face work do not contend for the cores
+        with single_threaded():
+            return _make(start, end)
+
+    def _make(start: float, end: float) -> WindowFeatures:
         win = WindowFeatures(start_s=round(start, 6), end_s=round(end, 6))
-        if audio is not None:
+        job = value = error = None
+        if audio is not None:  # in a thread beside the face work (both release the GIL)
             seg = audio.segment(start, end)
-            try:
-                win.values["audio"] = audio_task.from_signal(seg, stream.sr)
-            except MediaError as exc:  # silent or too short: recorded per window
-                win.errors["audio"] = str(exc).rsplit(": <signal>", 1)[0]
+            if pool is not None:
+                job = pool.submit(audio_value, seg)
+            else:
+                value, error = audio_value(seg)
         if faces is not None:
-            value, win.box = faces.window(start, end)
-            if value is None:
+            face, win.box = faces.window(start, end)
+            if face is None:
                 win.errors["face"] = "no frame in the window"
             else:
-                win.values["face"] = value
-                if value.frames is None:
-                    n = int(value.row[_schema.BOOKKEEPING_COLUMNS["face"][0]])
+                win.values["face"] = face
+                if face.frames is None:
+                    n = int(face.row[_schema.BOOKKEEPING_COLUMNS["face"][0]])
                     win.errors["face"] = str(NoFaceError.in_frames(n))
+        if job is not None:
+            value, error = job.result()
+        if audio is not None:
+            if value is not None:
+                win.values["audio"] = value
+            else:
+                win.errors["audio"] = error
         return win
 
     active = [m for m, on in (("audio", audio is not None), ("video", faces is not None)) if on]
     if not active:
         raise MediaError(source.name, "the source has none of the streams the model's "
                                       "features need")
-    for chunk in stream:
-        if chunk.kind == "audio" and audio is not None:
-            audio.add(chunk.data)
-            clock["audio"] = audio.end_s
-        elif chunk.kind == "video" and faces is not None:
-            faces.add(chunk.data, chunk.start_s)
-            clock["video"] = chunk.start_s + 1.0 / stream.fps
-        else:
-            continue
-        ready = min(clock[m] for m in active)
-        while k * hop + window <= ready + _EPS:
-            yield make(k * hop, k * hop + window)
-            k += 1
-            if audio is not None:
-                audio.drop_before(k * hop)
-            if faces is not None:
-                faces.drop_before(k * hop)
-    duration = max(clock[m] for m in active)
-    if k == 0 and duration > 0:  # shorter than a window: one window over all of it
-        yield make(0.0, duration)
+    try:
+        for chunk in stream:
+            if chunk.kind == "audio" and audio is not None:
+                audio.add(chunk.data)
+                clock["audio"] = audio.end_s
+            elif chunk.kind == "video" and faces is not None:
+                faces.add(chunk.data, chunk.start_s)
+                clock["video"] = chunk.start_s + 1.0 / stream.fps
+            else:
+                continue
+            ready = min(clock[m] for m in active)
+            while k * hop + window <= ready + _EPS:
+                yield make(k * hop, k * hop + window)
+                k += 1
+                if audio is not None:
+                    audio.drop_before(k * hop)
+                if faces is not None:
+                    faces.drop_before(k * hop)
+        duration = max(clock[m] for m in active)
+        if k == 0 and duration > 0:  # shorter than a window: one window over all of it
+            yield make(0.0, duration)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=False)
 
 
 # --- smoothing ----------------------------------------------------------------------------
@@ -347,8 +384,10 @@ class _WindowModel:
         self.class_names = [str(c) for c in self.model.classes_]
         mods = _schema.table_modalities(self.columns)
         self.extra = [c for m in mods for c in _schema.BOOKKEEPING_COLUMNS.get(m, ())]
+        used = getattr(self.model, "sequences_", None) or {}  # the fusion networks' record
         self.sequences = [_schema.SEQUENCE_COLUMNS[m] for m in mods
-                          if m in _schema.SEQUENCE_COLUMNS]
+                          if m in _schema.SEQUENCE_COLUMNS and used.get(m)]
+        self.audio_frames = bool(used.get("audio"))
         face = tasks.get("face")
         self.fps = float(face.fps) if face is not None else None
         audio = tasks.get("audio")
@@ -488,7 +527,8 @@ def score_timeline(model_path: str | os.PathLike, inputs, *, window: float = WIN
         bar = tqdm(desc=clip_id, unit="window", leave=False, disable=None if progress else True)
         with stream:
             try:
-                for win in window_features(stream, scorer.tasks, window=window, hop=hop):
+                for win in window_features(stream, scorer.tasks, window=window, hop=hop,
+                                           audio_frames=scorer.audio_frames):
                     wins.append(win)
                     rows.append(scorer.row(win, clip_id))
                     if history is not None:
@@ -630,7 +670,8 @@ class LiveScorer:
 
         with self.stream:
             for win in window_features(_Watched(self.stream), self.model.tasks,
-                                       window=self.window, hop=self.hop):
+                                       window=self.window, hop=self.hop,
+                                       audio_frames=self.model.audio_frames):
                 rows.append(self.model.row(win, self.clip_id))
                 pred = self.model.predict(list(rows), list(range(len(rows)))).iloc[-1]
                 proba = pred[[f"proba_{c}" for c in names]].to_numpy(dtype=float)

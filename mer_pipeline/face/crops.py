@@ -72,6 +72,28 @@ class FaceCrops:
         """Fraction of frames with a face."""
         return 0.0 if not self.status else float(np.mean([s != "none" for s in self.status]))
 
+    @classmethod
+    def concat(cls, parts: list, *, keep_crops: bool = True) -> "FaceCrops":
+        """The crops of consecutive chunks of one clip's frames, as one (frame indices run
+        on); ``keep_crops=False`` drops the pixel arrays (the records need none)."""
+        if len(parts) == 1 and keep_crops:
+            return parts[0]
+        offsets = np.cumsum([0] + [p.n_frames for p in parts])[:-1]
+        size = parts[0].crops.shape[1] if parts and parts[0].crops.ndim == 3 else 0
+
+        def join(name):
+            arrays = [getattr(p, name) for p in parts]
+            return None if any(a is None for a in arrays) else np.concatenate(arrays)
+
+        return cls(crops=join("crops") if keep_crops else np.zeros((0, size, size), np.uint8),
+                   frame_index=np.concatenate([p.frame_index + o for p, o in zip(parts, offsets)]
+                                              ) if parts else np.zeros(0, int),
+                   status=[s for p in parts for s in p.status],
+                   boxes=np.concatenate([p.boxes for p in parts]) if parts
+                   else np.zeros((0, 4), int),
+                   landmarks=join("landmarks"), aligned=join("aligned"),
+                   rgb=join("rgb") if keep_crops else None)
+
     def frame_records(self, fps: float | None = None) -> list[dict]:
         """One record per input frame: index, time, status, box and whether it was aligned.
 

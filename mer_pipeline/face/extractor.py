@@ -8,7 +8,7 @@ import numpy as np
 from .. import _schema
 from ..config import FACE_ALIGN, FACE_CROP_SIZE, FACE_ENCODERS, FACE_MARGIN, FRAME_RATE
 from ..exceptions import NoFaceError
-from .crops import face_crops
+from .crops import FaceCrops, face_crops
 from .encoders import make_encoder
 
 __all__ = ["FaceFeatureExtractor", "pool_frames", "clip_features", "POOL_STATS"]
@@ -176,7 +176,7 @@ class FaceFeatureExtractor:
         return faces, feats
 
     def __call__(self, clip_id: str, row: dict):
-        from ..media import sample_frames
+        from ..media import iter_frames
         from ..parallel import ClipOutcome
 
         outcome = ClipOutcome()
@@ -185,16 +185,20 @@ class FaceFeatureExtractor:
             return outcome
         encoders = self.build_encoders(check=False)
         names = [n for enc in encoders for n in enc.feature_names()]
-        try:
-            frames = sample_frames(path, fps=self.fps)
+        parts = []
+        try:  # chunk by chunk: a long video's frames are never in memory together
             with _single_threaded_opencv():  # clips run in parallel: threads per clip only contend
-                faces, feats = self.encode_frames(frames, encoders)
+                for frames in iter_frames(path, fps=self.fps):
+                    parts.append(self.encode_frames(frames, encoders))
         except Exception as exc:  # noqa: BLE001 - recorded per clip
             outcome.fail("video", path, exc)
             return outcome
-        records = faces.frame_records(None if len(frames) == 1 else self.fps)
+        faces = FaceCrops.concat([f for f, _ in parts], keep_crops=False)
+        chunks = [x for _, x in parts if x is not None]
+        feats = np.vstack(chunks) if chunks else None
+        records = faces.frame_records(None if faces.n_frames == 1 else self.fps)
         if feats is None:
-            outcome.fail("face", path, NoFaceError.in_frames(len(frames)))
+            outcome.fail("face", path, NoFaceError.in_frames(faces.n_frames))
         outcome.value = clip_features(feats, faces.frame_index, faces.n_frames,
                                       faces.face_fraction, names, records)
         return outcome
