@@ -11,6 +11,8 @@ Public API::
     evaluate_features   actor-independent cross-validation report (workflows)
     train_and_save      fit and save with metadata and provenance (workflows)
     score_inputs        score feature tables or media with a saved model (workflows)
+    score_timeline      emotion over time: windows of long recordings (stream)
+    LiveScorer          window-by-window scoring of a camera, microphone, URL or pipe (stream)
     save_model, load_model
 """
 from ._version import __version__
@@ -35,6 +37,7 @@ from .features import extract_features, load_features
 from .fusion import MultimodalEmotionClassifier, build_estimator
 from .persistence import ArtifactError, load_model, save_model
 from .speaker import SpeakerNormalizer
+from .stream import LiveScorer, score_timeline
 from .workflows import evaluate_features, score_inputs, train_and_save
 
 __all__ = [
@@ -43,7 +46,8 @@ __all__ = [
     "extract_features", "load_features",
     "SpeakerNormalizer", "EmotionClassifier", "MultimodalEmotionClassifier", "build_estimator",
     "cross_validate_model", "evaluate_features",
-    "train_and_save", "save_model", "load_model", "score_inputs",
+    "train_and_save", "save_model", "load_model", "score_inputs", "score_timeline",
+    "LiveScorer",
     "MerError", "ParameterError", "MediaError", "MediaNotFoundError", "EmptyMediaError",
     "CorruptMediaError", "NoAudioStreamError", "NoVideoStreamError", "SilentAudioError",
     "NoFaceError", "TooShortError",

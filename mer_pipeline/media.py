@@ -740,14 +740,17 @@ class MediaStream:
         cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-loglevel", "info",
                *src.input_args]
         read_fd = write_fd = None
+        # a live source's outputs are flushed packet by packet (ffmpeg's output buffer holds
+        # 32 KB: half a second of 16 kHz float audio would otherwise arrive in one burst)
+        flush = ["-flush_packets", "1"] if src.live else []
         if src.video:
             cmd += ["-map", "0:v:0", "-vf", f"fps={self.fps}{_scale_filter(self.max_side)}",
-                    "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
+                    *flush, "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1"]
         if src.audio:
             read_fd, write_fd = os.pipe()
             # a camera and a microphone are two inputs: the sound is the second's
             stream = "1:a:0" if (src.video and src.input_args.count("-i") > 1) else "0:a:0"
-            cmd += ["-map", stream, "-ac", "1", "-ar", str(self.sr), "-f", "f32le",
+            cmd += ["-map", stream, "-ac", "1", "-ar", str(self.sr), *flush, "-f", "f32le",
                     f"pipe:{write_fd}"]
         self.queue = queue.Queue(maxsize=self.queue_size)
         self._size_known = threading.Event()

@@ -122,6 +122,7 @@ class _FaceFrames:
         self.names = [n for enc in self.encoders for n in enc.feature_names()]
         self.pending: list = []  # (index, time, frame) not yet encoded
         self.done: list = []     # (index, time, feature row or None, box or None)
+        self.track = None        # the last encoded frame's face box
         self.last_frame = None
 
     def add(self, frame: np.ndarray, t: float) -> None:
@@ -133,7 +134,8 @@ class _FaceFrames:
         if not self.pending:
             return
         frames = np.stack([f for _, _, f in self.pending])
-        faces, feats = self.task.encode_frames(frames, self.encoders)
+        faces, feats = self.task.encode_frames(frames, self.encoders, track=self.track)
+        self.track = faces.last_track  # the next frames are searched around it first
         at = {int(i): k for k, i in enumerate(faces.frame_index)}
         for j, (index, t, _) in enumerate(self.pending):
             k = at.get(j)
@@ -388,10 +390,25 @@ class _WindowModel:
         self.sequences = [_schema.SEQUENCE_COLUMNS[m] for m in mods
                           if m in _schema.SEQUENCE_COLUMNS and used.get(m)]
         self.audio_frames = bool(used.get("audio"))
+        self._position = {c: i for i, c in enumerate([*self.columns, *self.extra])}
         face = tasks.get("face")
         self.fps = float(face.fps) if face is not None else None
         audio = tasks.get("audio")
         self.sr = int(audio.sample_rate) if audio is not None else None
+
+    def warm_up(self) -> None:
+        """Run each extractor once on synthetic input, so the first live window does not pay
+        for loading weights and first-call set-up."""
+        from .parallel import single_threaded
+
+        with single_threaded():
+            if "audio" in self.tasks:
+                rng = np.random.default_rng(0)
+                noise = (0.05 * rng.standard_normal(self.sr)).astype(np.float32)
+                self.tasks["audio"].from_signal(noise, self.sr, frames=self.audio_frames)
+            if "face" in self.tasks:
+                task = self.tasks["face"]
+                task.encode_frames(np.zeros((1, 240, 320, 3), np.uint8), task.build_encoders())
 
     def open(self, source=None, *, realtime=False, camera=None, mic=None, frames=False):
         """A :class:`MediaStream` of ``source`` reading the streams the model uses (and the
@@ -403,25 +420,33 @@ class _WindowModel:
                           audio="audio" in self.tasks, video=frames or "face" in self.tasks)
         return MediaStream(src, sr=self.sr or SAMPLE_RATE, fps=self.fps or FRAME_RATE)
 
-    def row(self, win: WindowFeatures, group: str) -> dict:
-        row = {"group": group}
+    def row(self, win: WindowFeatures, group: str) -> tuple:
+        """A window as ``(group, values in the order of the model's columns and bookkeeping,
+        {sequence column: frames})``: compact, so a long history is cheap to hold and stack."""
+        values = np.full(len(self._position), np.nan, dtype=np.float32)
+        sequences = {}
         for modality, value in win.values.items():
-            row.update(zip(value.names, (float(v) for v in value.values)))
+            at = [self._position.get(n, -1) for n in value.names]
+            keep = np.asarray(at) >= 0
+            values[np.asarray(at)[keep]] = np.asarray(value.values)[keep]
             seq = _schema.SEQUENCE_COLUMNS.get(modality)
             if seq in self.sequences and value.frames is not None:
-                row[seq] = value.frames.features
-        return row
+                sequences[seq] = value.frames.features
+        return group, values, sequences
 
     def predict(self, rows: list, index: list) -> pd.DataFrame:
+        """Predictions for rows made by :meth:`row` (windows with no usable modality: an
+        empty ``predicted``, NaN probabilities, modalities ``none``)."""
         from .scoring import predict_table
 
-        table = pd.DataFrame.from_records(rows, index=pd.Index(index, name="clip_id"))
-        table = table.reindex(columns=["group", *self.columns, *self.extra, *self.sequences])
+        idx = pd.Index(index, name="clip_id")
+        table = pd.DataFrame(np.vstack([r[1] for r in rows]).astype(np.float64), index=idx,
+                             columns=[*self.columns, *self.extra])
+        table.insert(0, "group", [r[0] for r in rows])
         for seq in self.sequences:
-            table[seq] = pd.Series([v if isinstance(v, np.ndarray) else None
-                                    for v in table[seq]], index=table.index, dtype=object)
+            table[seq] = pd.Series([r[2].get(seq) for r in rows], index=idx, dtype=object)
         has = table[self.columns].notna().any(axis=1).to_numpy()
-        out = pd.DataFrame(index=table.index)
+        out = pd.DataFrame(index=idx)
         for c in self.class_names:
             out[f"proba_{c}"] = np.nan
         out.insert(0, "predicted", "")
@@ -430,7 +455,7 @@ class _WindowModel:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # modality absent in some windows
                 pred = predict_table(self.model, table[has], self.columns, classes=self.classes)
-            out.loc[has, pred.columns] = pred[[c for c in pred.columns]].to_numpy()
+            out.loc[has, pred.columns] = pred.to_numpy()
         return out
 
 
@@ -523,17 +548,20 @@ def score_timeline(model_path: str | os.PathLike, inputs, *, window: float = WIN
             failures.append({"clip_id": clip_id, "path": str(path), "stage": "media",
                              "error": str(exc)})
             continue
-        wins, rows, preds = [], [], []
+        wins, preds = [], []
+        # causal: only the history is held; offline: every window's compact row
+        rows: deque | list = deque(maxlen=int(history) + 1) if history is not None else []
         bar = tqdm(desc=clip_id, unit="window", leave=False, disable=None if progress else True)
         with stream:
             try:
                 for win in window_features(stream, scorer.tasks, window=window, hop=hop,
                                            audio_frames=scorer.audio_frames):
-                    wins.append(win)
+                    # the window's times and notes only: its features live in the compact row
+                    wins.append(WindowFeatures(win.start_s, win.end_s, errors=win.errors))
                     rows.append(scorer.row(win, clip_id))
                     if history is not None:
-                        past = rows[-(int(history) + 1):]
-                        preds.append(scorer.predict(past, list(range(len(past)))).iloc[[-1]])
+                        preds.append(scorer.predict(list(rows),
+                                                    list(range(len(rows)))).iloc[[-1]])
                     bar.update()
             except MediaError as exc:
                 failures.append({"clip_id": clip_id, "path": str(path), "stage": "media",
@@ -629,6 +657,7 @@ class LiveScorer:
                                   whisper_model=whisper_model, classes=classes)
         self.stream = self.model.open(source, realtime=realtime, camera=camera, mic=mic,
                                       frames=keep_frame)
+        self.model.warm_up()  # before the source starts: the first window is as quick as any
         self.clip_id = self.stream.source.name
         self.keep_frame = keep_frame
         self.on_frame = on_frame

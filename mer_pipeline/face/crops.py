@@ -94,6 +94,14 @@ class FaceCrops:
                    landmarks=join("landmarks"), aligned=join("aligned"),
                    rgb=join("rgb") if keep_crops else None)
 
+    @property
+    def last_track(self):
+        """The last frame's detected face box (``None`` if it had none): what
+        :func:`face_crops` searches around first in the next chunk of frames."""
+        if self.status and self.status[-1] == "detected":
+            return self.boxes[-1]
+        return None
+
     def frame_records(self, fps: float | None = None) -> list[dict]:
         """One record per input frame: index, time, status, box and whether it was aligned.
 
@@ -113,7 +121,7 @@ class FaceCrops:
 def face_crops(frames: np.ndarray, *, size: int = 128, margin: float = 0.2,
                min_size: float = 0.1, crop_max_side: int = CROP_MAX_SIDE,
                rgb_size: int | None = None, landmarks: bool = True, align: bool = True,
-               require_face: bool = True) -> FaceCrops:
+               require_face: bool = True, track=None) -> FaceCrops:
     """Detect, crop and eye-align the largest face of every frame.
 
     Per frame: the largest face (Haar cascade; from the second frame on, the
@@ -147,6 +155,9 @@ def face_crops(frames: np.ndarray, *, size: int = 128, margin: float = 0.2,
     require_face : bool
         Raise :class:`NoFaceError` when no frame has a face; otherwise return
         empty crops with every frame's status ``none``.
+    track : array-like of 4 ints or None
+        The face box of the frame before ``frames[0]`` (the frames continue an
+        earlier chunk of the same video: :meth:`FaceCrops.last_track`).
 
     Returns
     -------
@@ -167,7 +178,8 @@ def face_crops(frames: np.ndarray, *, size: int = 128, margin: float = 0.2,
         raise ParameterError("align=True needs landmarks=True (the eyes come from the landmarks)")
     predictor = _shape_predictor() if landmarks else None
     crops, index, status, boxes, points, aligned, rgb = [], [], [], [], [], [], []
-    track = None  # the previous frame's face: searched around first
+    # the previous frame's face: searched around first
+    track = None if track is None else np.asarray(track, dtype=int)
     for i, colour in enumerate(frames):
         frame = _grey(colour)  # once per frame, for detection and cropping
         found = detect_faces(frame, min_size=min_size, near=track) if track is not None else ()

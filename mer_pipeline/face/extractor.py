@@ -152,7 +152,7 @@ class FaceFeatureExtractor:
                 enc.check()
         return encoders
 
-    def encode_frames(self, frames: np.ndarray, encoders=None):
+    def encode_frames(self, frames: np.ndarray, encoders=None, *, track=None):
         """Face crops of sampled frames and their encoders' features.
 
         Parameters
@@ -161,6 +161,9 @@ class FaceFeatureExtractor:
         encoders : list or None
             From :meth:`build_encoders` (built here when ``None``; build once
             and pass them when calling often).
+        track : array-like or None
+            The face box of the frame before these (:attr:`FaceCrops.last_track` of the
+            previous chunk), so chunks of a video are tracked as one pass would.
 
         Returns
         -------
@@ -170,7 +173,7 @@ class FaceFeatureExtractor:
         encoders = self.build_encoders(check=False) if encoders is None else encoders
         rgb_size = max((enc.rgb_size or 0 for enc in encoders), default=0) or None
         faces = face_crops(frames, size=self.size, margin=self.margin, align=self.align,
-                           rgb_size=rgb_size, require_face=False)
+                           rgb_size=rgb_size, require_face=False, track=track)
         feats = np.hstack([enc.encode_faces(faces) for enc in encoders]) if faces.n_faces \
             else None
         return faces, feats
@@ -188,8 +191,10 @@ class FaceFeatureExtractor:
         parts = []
         try:  # chunk by chunk: a long video's frames are never in memory together
             with _single_threaded_opencv():  # clips run in parallel: threads per clip only contend
+                track = None
                 for frames in iter_frames(path, fps=self.fps):
-                    parts.append(self.encode_frames(frames, encoders))
+                    parts.append(self.encode_frames(frames, encoders, track=track))
+                    track = parts[-1][0].last_track
         except Exception as exc:  # noqa: BLE001 - recorded per clip
             outcome.fail("video", path, exc)
             return outcome
