@@ -24,10 +24,11 @@ What it measures, and how:
   16-20 played as one continuous recording: that actor's 60 clips concatenated
   (decoded at 16 kHz; in a seeded random order, and grouped by emotion). Each 3 s
   window (hop 1 s) is labelled by the clip its centre lies in. Scored by
-  ``score_timeline`` offline (the recording as the speaker's batch) and causally
-  (``history=120``, as ``mer stream`` does), raw and smoothed, against the same model
-  scoring the clips one by one (each clip alone: ``mer score`` of one clip) and as one
-  batch per actor.
+  ``score_timeline`` in blocks of 120 windows (``mer score --window``; each block one
+  speaker batch) and causally (each window with the 120 before it, as ``mer stream``
+  does), raw and smoothed (Viterbi for the blocks, forward filtering for the causal
+  track, as ``mer stream`` prints it), against the same model scoring the clips one by
+  one (each clip alone: ``mer score`` of one clip) and as one batch per actor.
 """
 from __future__ import annotations
 
@@ -51,12 +52,13 @@ from bench_fusion import paired_features  # noqa: E402
 
 from mer_pipeline.features import load_features  # noqa: E402
 from mer_pipeline.media import ffmpeg_exe, load_audio, write_wav  # noqa: E402
-from mer_pipeline.stream import score_timeline  # noqa: E402
+from mer_pipeline.config import SMOOTH_S, STREAM_HISTORY  # noqa: E402
+from mer_pipeline.stream import forward_smooth, score_timeline  # noqa: E402
 from mer_pipeline.workflows import train_and_save  # noqa: E402
 
 AV_SAMPLE = ("samples", "ravdess_av_reencoded", "Actor_01", "01-01-07-02-02-01-01.mp4")
 TEST_ACTORS = ("16", "17", "18", "19", "20")
-WINDOW, HOP = 3.0, 1.0
+WINDOW, HOP, HISTORY = 3.0, 1.0, STREAM_HISTORY
 
 
 def make_av(sample: Path, out: Path, seconds: int) -> Path:
@@ -128,12 +130,22 @@ def concatenated(table: pd.DataFrame, actor: str, order: str, work: Path, seed: 
     return path, spans
 
 
+def _owners(timeline: pd.DataFrame, spans) -> np.ndarray:
+    """Index (in ``spans``) of the clip each window's centre lies in."""
+    centre = (timeline["start_s"].to_numpy() + timeline["end_s"].to_numpy()) / 2
+    starts = np.array([s[0] for s in spans])
+    return np.clip(np.searchsorted(starts, centre, side="right") - 1, 0, len(spans) - 1)
+
+
+def clip_of_windows(timeline: pd.DataFrame, spans) -> np.ndarray:
+    """The clip id each window's centre lies in."""
+    return np.array([spans[i][3] for i in _owners(timeline, spans)])
+
+
 def window_labels(timeline: pd.DataFrame, spans):
     """Each window's label (the clip its centre lies in) and whether it lies wholly in it."""
+    idx = _owners(timeline, spans)
     start, end = timeline["start_s"].to_numpy(), timeline["end_s"].to_numpy()
-    starts = np.array([s[0] for s in spans])
-    idx = np.clip(np.searchsorted(starts, (start + end) / 2, side="right") - 1, 0,
-                  len(spans) - 1)
     inside = np.array([spans[i][0] - 1e-6 <= a and b <= spans[i][1] + 1e-6
                        for i, a, b in zip(idx, start, end)])
     return np.array([spans[i][2] for i in idx]), inside
@@ -169,18 +181,33 @@ def accuracy_part(shared: Path, work: Path, n_jobs: int) -> dict:
            "clip_batch": float(np.mean(batch == y)), "orders": {}}
     for order in ("shuffled", "grouped"):
         keys = [f"{m}{s}{w}" for m in ("offline", "causal") for s in ("", "_smoothed")
-                for w in ("", "_inside")]
+                for w in ("", "_inside")] + ["offline_clips", "causal_clips"]
         counts = {k: [0, 0] for k in keys}
         seconds = wall = 0.0
         for actor in TEST_ACTORS:
             path, spans = concatenated(test, actor, order, work / "recordings")
             seconds += spans[-1][1]
-            for mode, history in (("offline", None), ("causal", 120)):
+            for mode, causal in (("offline", False), ("causal", True)):
                 t0 = time.perf_counter()
                 tl, _ = score_timeline(model_path, [path], window=WINDOW, hop=HOP,
-                                       history=history, progress=False)
+                                       history=HISTORY, causal=causal, progress=False)
+                if causal:  # the live track: forward filtering, as mer stream prints it
+                    post = forward_smooth(tl[[c for c in tl.columns if c.startswith("proba_")]]
+                                          .to_numpy(dtype=float), hop=HOP, smooth=SMOOTH_S)
+                    names = [c[len("proba_"):] for c in tl.columns if c.startswith("proba_")]
+                    tl["smoothed"] = np.asarray(names)[np.argmax(post, axis=1)]
                 wall += time.perf_counter() - t0
+                tl.to_csv(work / "recordings" / f"actor{actor}_{order}_{mode}.csv", index=False)
                 labels, inside = window_labels(tl, spans)
+                # each clip decided from the windows centred in it (mean probabilities)
+                proba = tl[[c for c in tl.columns if c.startswith("proba_")]]
+                owner = clip_of_windows(tl, spans)
+                votes = proba.groupby(owner).mean()
+                truth = {cid: emo for _, _, emo, cid in spans}
+                decided = votes.idxmax(axis=1).str[len("proba_"):]
+                counts[f"{mode}_clips"][0] += int(sum(decided[c] == truth[c]
+                                                      for c in decided.index))
+                counts[f"{mode}_clips"][1] += len(decided)
                 for key, col in ((mode, "predicted"), (f"{mode}_smoothed", "smoothed")):
                     hit = tl[col].to_numpy() == labels
                     counts[key][0] += int(hit.sum())
@@ -230,7 +257,7 @@ def markdown(res: dict) -> str:
               f"Per clip: each clip alone (`mer score` of one clip) **{a['clip_single']:.3f}**; "
               f"each actor's clips as one batch {a['clip_batch']:.3f}.", "",
               "| clip order in the recording | windows | offline | offline smoothed | causal "
-              "(history 120) | causal smoothed | scoring speed |",
+              "(history 120) | causal, forward-filtered | scoring speed |",
               "|---|---|---:|---:|---:|---:|---:|"]
     for order, o in a["orders"].items():
         for suffix, which in (("", f"all {o['windows']} (centre's clip)"),
@@ -239,10 +266,14 @@ def markdown(res: dict) -> str:
                          f"{o['offline_smoothed' + suffix]:.3f} | {o['causal' + suffix]:.3f} | "
                          f"{o['causal_smoothed' + suffix]:.3f} | "
                          f"{2 * o['audio_s'] / o['wall_s']:.0f}× real time |")
-    lines += ["", "offline: the recording's windows scored together (the whole recording as "
-                  "the speaker's batch, `mer score --window`); causal: each window with the 120 "
-                  "before it (`mer stream`); smoothed: the HMM track (dwell time 5 s; Viterbi "
-                  "offline, forward filtering causal). A window straddling two clips carries "
+    lines += ["", "Each clip decided from the windows centred in it (their mean probabilities): "
+                  + "; ".join(f"{order} order, offline {o['offline_clips']:.3f}, causal "
+                              f"{o['causal_clips']:.3f}" for order, o in a["orders"].items())
+              + f" (against {a['clip_single']:.3f} for each clip scored alone).", ""]
+    lines += ["offline: `mer score --window` (blocks of 120 windows, each one speaker batch); "
+                  "causal: each window with the 120 before it (`mer stream`); smoothed: the HMM "
+                  "track (dwell time 5 s; Viterbi offline, forward filtering causal, as "
+                  "`mer stream` prints it). A window straddling two clips carries "
                   "evidence of both but counts against the one its centre lies in; in the "
                   "shuffled order the emotion changes every clip (~3.7 s), in the grouped order "
                   "every 4-8 clips.", ""]
@@ -288,7 +319,7 @@ def main(argv=None):
     long_media = work / "long" / "Actor_01" / "01-01-07-02-02-01-01.mp4"
     long_media.parent.mkdir(parents=True, exist_ok=True)
     long_media.unlink(missing_ok=True)
-    long_media.symlink_to(work / f"av_{args.long_minutes}min_720p.mp4")
+    os.link(work / f"av_{args.long_minutes}min_720p.mp4", long_media)  # a link keeps the name
     r = run_measured([mer, "features", str(long_media), "--out", str(work / "long_features"),
                       "--n-jobs", "1", "--no-progress", "--cache-dir",
                       str(work / "long_features_cache")])

@@ -97,16 +97,21 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def _add_window_options(p, history=None) -> None:
+def _add_window_options(p, stream: bool = False) -> None:
     p.add_argument("--hop", type=_positive_float, default=config.HOP_S, metavar="SECONDS",
                    help="step between windows (default %(default)s)")
     p.add_argument("--smooth", type=float, default=config.SMOOTH_S, metavar="SECONDS",
                    help="expected dwell time in one emotion of the smoothed track (0: off; "
                         "default %(default)s)")
-    p.add_argument("--history", type=int, default=history, metavar="WINDOWS",
-                   help="score each window with this many windows before it as its speaker's "
-                        "statistics" + (" (default %(default)s)" if history is not None else
-                                        " (default: the whole recording, scored together)"))
+    p.add_argument("--history", type=_positive_int, default=config.STREAM_HISTORY,
+                   metavar="WINDOWS",
+                   help="the most windows a speaker's statistics come from: "
+                        + ("the stream's last WINDOWS" if stream else
+                           "the recording is scored in blocks of WINDOWS (with --causal: each "
+                           "window with the WINDOWS before it)") + " (default %(default)s)")
+    if not stream:
+        p.add_argument("--causal", action="store_true",
+                       help="score each window from the past only, as mer stream does")
 
 
 def _whisper_model(text: str):
@@ -335,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="play a file at its own rate, as a live source would deliver it")
     p.add_argument("--window", type=_positive_float, default=config.WINDOW_S,
                    metavar="SECONDS", help="window length (default %(default)s)")
-    _add_window_options(p, history=config.STREAM_HISTORY)
+    _add_window_options(p, stream=True)
     p.add_argument("--out", type=Path, help="append one CSV row per window here")
     p.add_argument("--duration", type=_positive_float, metavar="SECONDS",
                    help="stop after this much of the source")
@@ -425,7 +430,8 @@ def _score_windows(args) -> int:
         raise MerError(f"--window takes media files or folders; {listings[0]} is a CSV")
     timeline, failures = score_timeline(
         args.model, args.data, window=args.window, hop=args.hop, smooth=args.smooth,
-        history=args.history, out=args.out, classes=args.classes, trust=args.trust,
+        history=args.history, causal=args.causal, out=args.out, classes=args.classes,
+        trust=args.trust,
         whisper_model=args.whisper_model, progress=not args.no_progress)
     for clip_id, part in timeline.groupby("clip_id", sort=False):
         scored = part[part["predicted"] != ""]
@@ -479,8 +485,7 @@ def cmd_stream(args) -> int:
 
     scorer = LiveScorer(args.model, args.source, camera=camera, mic=args.mic,
                         realtime=args.realtime, window=args.window, hop=args.hop,
-                        history=args.history if args.history is not None
-                        else config.STREAM_HISTORY, smooth=args.smooth,
+                        history=args.history, smooth=args.smooth,
                         classes=args.classes, trust=args.trust,
                         whisper_model=args.whisper_model, keep_frame=args.show,
                         on_frame=show if args.show else None)

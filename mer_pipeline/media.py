@@ -261,14 +261,7 @@ def sample_frames(path: str | os.PathLike, *, fps: float = FRAME_RATE,
     ------
     MediaNotFoundError, EmptyMediaError, CorruptMediaError, NoVideoStreamError
     """
-    _check_rates(None, fps)
-    path = _check_file(path)
-    if path.suffix.lower() in IMAGE_EXTENSIONS:
-        return _load_image(path, max_side)
-    if path.suffix.lower() in AUDIO_EXTENSIONS:
-        raise NoVideoStreamError(path, "no video stream (audio file)")
-    frames, _ = _run_ffmpeg(path, video=True, audio=False, fps=fps, sr=None, max_side=max_side)
-    return frames
+    return np.concatenate(list(iter_frames(path, fps=fps, max_side=max_side)))
 
 
 def _to_rgb(img):

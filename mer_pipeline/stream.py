@@ -10,12 +10,14 @@ audio and the sampled frames' face encodings are held, each frame encoded once
 however many windows it falls in.
 
 Speaker adaptation: the windows of one recording or stream are one speaker's
-clips (group = the recording). :func:`score_timeline` scores a recording's
-windows together by default (``history=None``: the model's batch rule over the
-whole recording), or each window with the ``history`` windows before it
-(causal, as a live stream must); :class:`LiveScorer` always does the latter.
-A recording with several speakers: give a ``history`` of the span one speaker
-talks.
+clips (group = the recording), and the speaker's statistics come from at most
+``history`` windows, so memory stays bounded however long the recording.
+:func:`score_timeline` scores a recording in consecutive blocks of ``history``
+windows, each block one batch (the model's batch rule over it; a last block
+shorter than half of that joins the one before), or with ``causal=True`` each
+window with the ``history`` windows before it, as a live stream must and as
+:class:`LiveScorer` does. A recording with several speakers: give a ``history``
+of the span one speaker talks.
 
 Smoothing: windows overlap and emotions last longer than a hop, so a label
 track is also given, smoothed by a hidden Markov model over the classes whose
@@ -483,7 +485,8 @@ def _media_inputs(inputs) -> list[Path]:
 
 
 def score_timeline(model_path: str | os.PathLike, inputs, *, window: float = WINDOW_S,
-                   hop: float = HOP_S, smooth: float = SMOOTH_S, history: int | None = None,
+                   hop: float = HOP_S, smooth: float = SMOOTH_S,
+                   history: int = STREAM_HISTORY, causal: bool = False,
                    out: str | os.PathLike | None = None, classes=None, trust: bool = False,
                    vggface_weights: str | None = None, whisper_model: str | None = None,
                    progress: bool = True):
@@ -501,11 +504,15 @@ def score_timeline(model_path: str | os.PathLike, inputs, *, window: float = WIN
     smooth : float
         Expected dwell time in an emotion (seconds) of the smoothed track
         (``smoothed``; :func:`viterbi_smooth`); 0: no smoothing.
-    history : int or None
-        ``None``: a recording's windows are one speaker's batch, scored together
-        (the model's speaker adaptation over the whole recording). An int: each
-        window is scored with the ``history`` windows before it only (causal, as
-        :class:`LiveScorer` does; for recordings with several speakers).
+    history : int >= 1
+        The most windows one speaker's statistics come from (default
+        :data:`~mer_pipeline.config.STREAM_HISTORY`, two minutes at the default hop):
+        the recording is scored in consecutive blocks of this many windows, each
+        block one batch of its speaker (a last block shorter than half of it joins
+        the one before; a recording shorter than a block is one batch).
+    causal : bool
+        Score each window with the ``history`` windows before it instead (what a
+        live stream can do, :class:`LiveScorer`).
     out : path or None
         Write the timeline CSV here (and ``failures.csv`` beside it).
     classes : str, sequence or None
@@ -535,8 +542,9 @@ def score_timeline(model_path: str | os.PathLike, inputs, *, window: float = WIN
     from .parallel import FAILURE_COLUMNS, write_failures
 
     _check_windows(window, hop)
-    if history is not None and int(history) < 0:
-        raise ParameterError(f"history must be >= 0 windows, got {history!r}")
+    if not isinstance(history, (int, np.integer)) or history < 1:
+        raise ParameterError(f"history must be a whole number of windows >= 1, got {history!r}")
+    history = int(history)
     scorer = _WindowModel(model_path, trust=trust, vggface_weights=vggface_weights,
                           whisper_model=whisper_model, classes=classes)
     parts, failures = [], []
@@ -549,8 +557,8 @@ def score_timeline(model_path: str | os.PathLike, inputs, *, window: float = WIN
                              "error": str(exc)})
             continue
         wins, preds = [], []
-        # causal: only the history is held; offline: every window's compact row
-        rows: deque | list = deque(maxlen=int(history) + 1) if history is not None else []
+        # causal: the history is held; blocks: the windows not yet scored (< 1.5 blocks)
+        rows: deque | list = deque(maxlen=history + 1) if causal else []
         bar = tqdm(desc=clip_id, unit="window", leave=False, disable=None if progress else True)
         with stream:
             try:
@@ -559,9 +567,12 @@ def score_timeline(model_path: str | os.PathLike, inputs, *, window: float = WIN
                     # the window's times and notes only: its features live in the compact row
                     wins.append(WindowFeatures(win.start_s, win.end_s, errors=win.errors))
                     rows.append(scorer.row(win, clip_id))
-                    if history is not None:
+                    if causal:
                         preds.append(scorer.predict(list(rows),
                                                     list(range(len(rows)))).iloc[[-1]])
+                    elif len(rows) >= history + history // 2:  # a block, and more to come
+                        preds.append(scorer.predict(rows[:history], list(range(history))))
+                        del rows[:history]
                     bar.update()
             except MediaError as exc:
                 failures.append({"clip_id": clip_id, "path": str(path), "stage": "media",
@@ -578,8 +589,9 @@ def score_timeline(model_path: str | os.PathLike, inputs, *, window: float = WIN
             failures.append({"clip_id": clip_id, "path": str(path), "stage": "media",
                              "error": "no window decoded"})
             continue
-        pred = pd.concat(preds) if history is not None else \
-            scorer.predict(rows, list(range(len(rows))))
+        if not causal and rows:  # the last block
+            preds.append(scorer.predict(rows, list(range(len(rows)))))
+        pred = pd.concat(preds)
         part = _timeline_rows(clip_id, wins, pred)
         proba = part[[f"proba_{c}" for c in scorer.class_names]].to_numpy(dtype=float)
         smoothed = np.asarray(scorer.class_names)[viterbi_smooth(proba, hop=hop, smooth=smooth)]

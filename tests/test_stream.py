@@ -157,8 +157,35 @@ def test_timeline_follows_a_change_of_emotion(tone_model, two_part_recording, tm
     assert len(on_disk) == len(timeline) and (out.parent / "failures.csv").is_file()
     # the causal variant (each window with its past only) agrees on so clear a signal
     causal, _ = score_timeline(tone_model, [two_part_recording], window=2.0, hop=1.0,
-                               history=5, progress=False)
+                               history=5, causal=True, progress=False)
     assert (causal["predicted"] == timeline["predicted"]).mean() >= 0.9
+
+
+def test_timeline_speaker_batches_are_bounded(tone_model, two_part_recording, monkeypatch):
+    """However long the recording, at most 1.5 x history windows are held and scored at once."""
+    from mer_pipeline import stream
+
+    sizes = []
+    original = stream._WindowModel.predict
+
+    def spy(self, rows, index):
+        sizes.append(len(rows))
+        return original(self, rows, index)
+
+    monkeypatch.setattr(stream._WindowModel, "predict", spy)
+    timeline, _ = score_timeline(tone_model, [two_part_recording], window=2.0, hop=1.0,
+                                 history=4, progress=False)
+    assert sizes == [4, 4, 3] and len(timeline) == 11  # the short last block stands alone
+    sizes.clear()
+    score_timeline(tone_model, [two_part_recording], window=2.0, hop=1.0, history=8,
+                   progress=False)
+    assert sizes == [11]  # 11 < 8 + 4: one block
+    sizes.clear()
+    score_timeline(tone_model, [two_part_recording], window=2.0, hop=1.0, history=3,
+                   causal=True, progress=False)
+    assert sizes == [1, 2, 3, 4] + [4] * 7  # each window with the 3 before it
+    with pytest.raises(ParameterError, match="history"):
+        score_timeline(tone_model, [two_part_recording], history=0, progress=False)
 
 
 def test_timeline_keeps_going_past_bad_files_and_silence(tone_model, two_part_recording,
@@ -325,12 +352,14 @@ def test_show_under_a_virtual_display(tone_model, video, tmp_path):  # pragma: n
 
 def test_iter_frames_gives_sample_frames_in_chunks(video, tone):
     from mer_pipeline.exceptions import NoVideoStreamError
-    from mer_pipeline.media import iter_frames, sample_frames
+    from mer_pipeline.media import decode_clip, iter_frames
 
     path = video(seconds=4.0)
     chunks = list(iter_frames(path, chunk=5))
     assert [len(c) for c in chunks] == [5, 5, 2]
-    assert np.array_equal(np.concatenate(chunks), sample_frames(path))
+    # the same frames as one ffmpeg pass writing both streams at once
+    assert np.array_equal(np.concatenate(chunks), decode_clip(audio_path=path,
+                                                              video_path=path).frames)
     with pytest.raises(NoVideoStreamError):
         list(iter_frames(tone(seconds=0.5)))
 
