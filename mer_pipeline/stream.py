@@ -13,8 +13,8 @@ Speaker adaptation: the windows of one recording or stream are one speaker's
 clips (group = the recording), and the speaker's statistics come from at most
 ``history`` windows, so memory stays bounded however long the recording.
 :func:`score_timeline` scores a recording in consecutive blocks of ``history``
-windows, each block one batch (the model's batch rule over it; a last block
-shorter than half of that joins the one before), or with ``causal=True`` each
+windows, each block one batch (the model's batch rule over it; a rest shorter
+than half a block is scored with the end of the block before it as context), or with ``causal=True`` each
 window with the ``history`` windows before it, as a live stream must and as
 :class:`LiveScorer` does. A recording with several speakers: give a ``history``
 of the span one speaker talks.
@@ -508,8 +508,9 @@ def score_timeline(model_path: str | os.PathLike, inputs, *, window: float = WIN
         The most windows one speaker's statistics come from (default
         :data:`~mer_pipeline.config.STREAM_HISTORY`, two minutes at the default hop):
         the recording is scored in consecutive blocks of this many windows, each
-        block one batch of its speaker (a last block shorter than half of it joins
-        the one before; a recording shorter than a block is one batch).
+        block one batch of its speaker (a rest shorter than half a block is scored
+        with the end of the block before it; a recording shorter than a block is
+        one batch). At most ``history`` windows' features are held at any time.
     causal : bool
         Score each window with the ``history`` windows before it instead (what a
         live stream can do, :class:`LiveScorer`).
@@ -557,8 +558,9 @@ def score_timeline(model_path: str | os.PathLike, inputs, *, window: float = WIN
                              "error": str(exc)})
             continue
         wins, preds = [], []
-        # causal: the history is held; blocks: the windows not yet scored (< 1.5 blocks)
+        # causal: the history is held; blocks: the windows not yet scored, and the last block
         rows: deque | list = deque(maxlen=history + 1) if causal else []
+        last_block: list = []
         bar = tqdm(desc=clip_id, unit="window", leave=False, disable=None if progress else True)
         with stream:
             try:
@@ -570,9 +572,9 @@ def score_timeline(model_path: str | os.PathLike, inputs, *, window: float = WIN
                     if causal:
                         preds.append(scorer.predict(list(rows),
                                                     list(range(len(rows)))).iloc[[-1]])
-                    elif len(rows) >= history + history // 2:  # a block, and more to come
-                        preds.append(scorer.predict(rows[:history], list(range(history))))
-                        del rows[:history]
+                    elif len(rows) == history:  # a block: one batch of its speaker
+                        preds.append(scorer.predict(rows, list(range(history))))
+                        last_block, rows = rows, []
                     bar.update()
             except MediaError as exc:
                 failures.append({"clip_id": clip_id, "path": str(path), "stage": "media",
@@ -589,8 +591,10 @@ def score_timeline(model_path: str | os.PathLike, inputs, *, window: float = WIN
             failures.append({"clip_id": clip_id, "path": str(path), "stage": "media",
                              "error": "no window decoded"})
             continue
-        if not causal and rows:  # the last block
-            preds.append(scorer.predict(rows, list(range(len(rows)))))
+        if not causal and rows:  # the rest: a short one is scored with the block before it
+            context = last_block[len(rows) - history:] if len(rows) < history // 2 else []
+            batch = context + rows
+            preds.append(scorer.predict(batch, list(range(len(batch)))).iloc[len(context):])
         pred = pd.concat(preds)
         part = _timeline_rows(clip_id, wins, pred)
         proba = part[[f"proba_{c}" for c in scorer.class_names]].to_numpy(dtype=float)

@@ -162,7 +162,7 @@ def test_timeline_follows_a_change_of_emotion(tone_model, two_part_recording, tm
 
 
 def test_timeline_speaker_batches_are_bounded(tone_model, two_part_recording, monkeypatch):
-    """However long the recording, at most 1.5 x history windows are held and scored at once."""
+    """However long the recording, at most ``history`` windows are held and scored at once."""
     from mer_pipeline import stream
 
     sizes = []
@@ -175,11 +175,16 @@ def test_timeline_speaker_batches_are_bounded(tone_model, two_part_recording, mo
     monkeypatch.setattr(stream._WindowModel, "predict", spy)
     timeline, _ = score_timeline(tone_model, [two_part_recording], window=2.0, hop=1.0,
                                  history=4, progress=False)
-    assert sizes == [4, 4, 3] and len(timeline) == 11  # the short last block stands alone
+    assert sizes == [4, 4, 3] and len(timeline) == 11  # a rest of 3 >= 4 / 2 stands alone
     sizes.clear()
-    score_timeline(tone_model, [two_part_recording], window=2.0, hop=1.0, history=8,
+    again, _ = score_timeline(tone_model, [two_part_recording], window=2.0, hop=1.0,
+                              history=8, progress=False)
+    assert sizes == [8, 8]  # a rest of 3 < 8 / 2: scored with the block's last 5 as context
+    assert len(again) == 11 and again["start_s"].tolist() == timeline["start_s"].tolist()
+    sizes.clear()
+    score_timeline(tone_model, [two_part_recording], window=2.0, hop=1.0, history=20,
                    progress=False)
-    assert sizes == [11]  # 11 < 8 + 4: one block
+    assert sizes == [11]  # shorter than a block: one batch
     sizes.clear()
     score_timeline(tone_model, [two_part_recording], window=2.0, hop=1.0, history=3,
                    causal=True, progress=False)
