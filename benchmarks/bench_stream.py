@@ -260,17 +260,15 @@ def markdown(res: dict) -> str:
               f"Per clip: each clip alone (`mer score` of one clip) **{a['clip_single']:.3f}**; "
               f"each actor's clips as one batch {a['clip_batch']:.3f}.", "",
               "| clip order in the recording | windows | offline | offline smoothed | causal "
-              "(history 120) | causal, forward-filtered | each window alone | alone, smoothed "
-              "| scoring speed |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+              "(history 120) | causal, forward-filtered | each window alone | alone, smoothed |",
+              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for order, o in a["orders"].items():
         for suffix, which in (("", f"all {o['windows']} (centre's clip)"),
                               ("_inside", f"the {o['windows_inside']} wholly inside a clip")):
             lines.append(f"| {order} | {which} | {o['offline' + suffix]:.3f} | "
                          f"{o['offline_smoothed' + suffix]:.3f} | {o['causal' + suffix]:.3f} | "
                          f"{o['causal_smoothed' + suffix]:.3f} | {o['alone' + suffix]:.3f} | "
-                         f"{o['alone_smoothed' + suffix]:.3f} | "
-                         f"{o['audio_s'] / o['wall_s']:.0f}× real time |")
+                         f"{o['alone_smoothed' + suffix]:.3f} |")
     lines += ["", "Each clip decided from the windows centred in it (their mean probabilities): "
                   + "; ".join(f"{order} order, offline {o['offline_clips']:.3f}, causal "
                               f"{o['causal_clips']:.3f}, each window alone "

@@ -15,6 +15,7 @@ features.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -65,7 +66,11 @@ def column(modality: str, feature: str) -> str:
 
 def parse_column(name) -> tuple[str, str] | None:
     """``(modality, feature)`` of a feature column, ``None`` for any other column."""
-    name = str(name)
+    return _parse(str(name))
+
+
+@lru_cache(maxsize=1 << 16)
+def _parse(name: str) -> tuple[str, str] | None:  # tables have thousands of columns, asked often
     if _SEP not in name:
         return None
     modality, feature = name.split(_SEP, 1)
@@ -99,7 +104,9 @@ def strip_modality(name) -> str:
 
 
 def _columns(table) -> list:
-    return list(table.columns if isinstance(table, pd.DataFrame) else table)
+    if isinstance(table, pd.DataFrame):
+        return table.columns.tolist()  # in bulk: iterating an Arrow-backed index is slow
+    return list(table)
 
 
 def feature_columns(table, modality: str | None = None) -> list[str]:

@@ -646,7 +646,8 @@ def open_source(source=None, *, realtime: bool = False, camera=None, mic=None,
             else:
                 name = re.sub(r"[^A-Za-z0-9._-]+", "_", text.split("://", 1)[1])[:60]
             has_audio, has_video = _probe_streams(text)
-            args = (["-re"] if realtime else []) + ["-i", text]
+            # at its own rate from the first second (no initial read burst: a live source has none)
+            args = (["-re", "-readrate_initial_burst", "0"] if realtime else []) + ["-i", text]
         live = live or realtime
     wanted = [k for k, on in (("audio", audio), ("video", video)) if on is None or on]
     has_audio = has_audio if audio is None else (bool(audio) and has_audio)

@@ -119,7 +119,12 @@ def split_groups(X, group_col: str | None):
         cols = feature_columns(X)
         if not cols:
             cols = [c for c in X.columns if c != group_col and pd.api.types.is_numeric_dtype(X[c])]
-        return _check(X[cols]), groups, [str(c) for c in cols]
+        part = X[cols]
+        try:  # one conversion: check_array on a wide table checks each column's dtype (slow)
+            part = part.to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError):
+            pass  # non-numeric cells: check_array says which
+        return _check(part), groups, [str(c) for c in cols]
     return _check(X), None, None
 
 
