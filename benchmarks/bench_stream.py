@@ -83,6 +83,7 @@ def run_measured(cmd: list) -> dict:
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ps = psutil.Process(proc.pid)
     peak = {"total": 0, "mer": 0, "ffmpeg": 0}
+    samples: list = []  # (seconds since start, total resident MB)
     done = threading.Event()
     out: dict = {}
 
@@ -96,6 +97,7 @@ def run_measured(cmd: list) -> dict:
             peak["total"] = max(peak["total"], main + kids)
             peak["mer"] = max(peak["mer"], main)
             peak["ffmpeg"] = max(peak["ffmpeg"], kids)
+            samples.append((time.perf_counter() - t0, (main + kids) / 2**20))
             time.sleep(0.1)
 
     t = threading.Thread(target=poll, daemon=True)
@@ -105,7 +107,10 @@ def run_measured(cmd: list) -> dict:
     t.join()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{out['stderr'][-2000:]}")
-    return {"wall_s": round(time.perf_counter() - t0, 2),
+    wall = time.perf_counter() - t0
+    tenths = [max([m for t, m in samples if k * wall / 10 <= t < (k + 1) * wall / 10] or [0])
+              for k in range(10)]
+    return {"wall_s": round(wall, 2), "peak_rss_by_tenth_mb": [round(m) for m in tenths],
             "peak_rss_mb": round(peak["total"] / 2**20, 1),
             "peak_rss_mer_mb": round(peak["mer"] / 2**20, 1),
             "peak_rss_ffmpeg_mb": round(peak["ffmpeg"] / 2**20, 1)}
@@ -241,7 +246,9 @@ def markdown(res: dict) -> str:
                      f"{r['speed_x']:.1f}× | {r['peak_rss_mb']:.0f} MB | "
                      f"{r['peak_rss_mer_mb']:.0f} MB | {r['peak_rss_ffmpeg_mb']:.0f} MB |")
     r1, r10 = m["runs"][0], m["runs"][-1]
-    lines += ["", f"10 min / 1 min peak: {r10['peak_rss_mb'] / r1['peak_rss_mb']:.3f} "
+    lines += ["", "Peak resident memory in each tenth of the 10-minute run (MB): "
+              + ", ".join(str(m) for m in r10["peak_rss_by_tenth_mb"]) + ".",
+              "", f"10 min / 1 min peak: {r10['peak_rss_mb'] / r1['peak_rss_mb']:.3f} "
                   f"(target: within 10 %, and at most 1.5 GB).", "",
               f"`mer features` of the {m['features_long']['seconds'] // 60}-minute file as one "
               f"clip (whole-recording features, one worker): {m['features_long']['wall_s']} s, "
