@@ -70,7 +70,10 @@ def align_features(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
                       f"(e.g. {extra[0]})", stacklevel=2)
     meta = [c for c in META_COLUMNS if c in table.columns]
     sequences = [c for c in SEQUENCE_COLUMNS.values() if c in table.columns]
-    return table[meta + list(columns) + sequences]
+    order = meta + list(columns) + sequences
+    if table.columns.tolist() == order:
+        return table  # already in the model's order: no copy
+    return table[order]
 
 
 def predict_table(model, table: pd.DataFrame, columns: list[str] | None = None, *,

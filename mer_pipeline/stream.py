@@ -51,6 +51,8 @@ __all__ = ["WindowFeatures", "window_features", "score_timeline", "LiveScorer",
 #: The leading columns of a timeline (then ``proba_<class>`` per class, ``modalities``,
 #: ``smoothed``).
 TIMELINE_COLUMNS = ["clip_id", "start_s", "end_s", "predicted"]
+#: Windows between returns of freed heap memory to the system (:func:`_trim_heap`).
+TRIM_EVERY = 60
 _EPS = 1e-6
 
 
@@ -442,12 +444,17 @@ class _WindowModel:
         from .scoring import predict_table
 
         idx = pd.Index(index, name="clip_id")
-        table = pd.DataFrame(np.vstack([r[1] for r in rows]).astype(np.float64), index=idx,
-                             columns=[*self.columns, *self.extra])
-        table.insert(0, "group", [r[0] for r in rows])
+        values = np.vstack([r[1] for r in rows])
+        has = ~np.isnan(values[:, :len(self.columns)]).all(axis=1)
+        keep = slice(None) if has.all() else has  # no copy in the usual case
+        # in the model's column order (group first), so that no step on the way copies it
+        table = pd.DataFrame(values[keep, :len(self.columns)].astype(np.float64),
+                             index=idx[keep], columns=self.columns)
+        del values
+        table.insert(0, "group", [r[0] for r, k in zip(rows, has) if k])  # a new block
         for seq in self.sequences:
-            table[seq] = pd.Series([r[2].get(seq) for r in rows], index=idx, dtype=object)
-        has = table[self.columns].notna().any(axis=1).to_numpy()
+            table[seq] = pd.Series([r[2].get(seq) for r, k in zip(rows, has) if k],
+                                   index=table.index, dtype=object)
         out = pd.DataFrame(index=idx)
         for c in self.class_names:
             out[f"proba_{c}"] = np.nan
@@ -456,9 +463,21 @@ class _WindowModel:
         if has.any():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # modality absent in some windows
-                pred = predict_table(self.model, table[has], self.columns, classes=self.classes)
+                pred = predict_table(self.model, table, self.columns, classes=self.classes)
+            del table
             out.loc[has, pred.columns] = pred.to_numpy()
         return out
+
+
+def _trim_heap() -> None:
+    """Hand freed heap memory back to the system (glibc keeps it, and a long run's resident
+    size would creep up by fragments); a no-op where there is no glibc."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        pass
 
 
 def _timeline_rows(clip_id: str, wins: list, pred: pd.DataFrame) -> pd.DataFrame:
@@ -575,6 +594,8 @@ def score_timeline(model_path: str | os.PathLike, inputs, *, window: float = WIN
                     elif len(rows) == history:  # a block: one batch of its speaker
                         preds.append(scorer.predict(rows, list(range(history))))
                         last_block, rows = rows, []
+                    if len(wins) % TRIM_EVERY == 0:
+                        _trim_heap()
                     bar.update()
             except MediaError as exc:
                 failures.append({"clip_id": clip_id, "path": str(path), "stage": "media",
@@ -705,6 +726,7 @@ class LiveScorer:
         rows: deque = deque(maxlen=self.history + 1)
         belief = None
         smoothed = ""
+        n_windows = 0
 
         class _Watched:  # the stream as window_features sees it, through _watch
             def __init__(inner, stream):
@@ -737,6 +759,9 @@ class LiveScorer:
                        if self.offset is not None else np.nan,
                        "note": "; ".join(f"{m}: {e}" for m, e in win.errors.items())}
                 self.last_row = row
+                n_windows += 1
+                if n_windows % TRIM_EVERY == 0:
+                    _trim_heap()
                 yield row
         if self.stream.error is not None:
             warnings.warn(f"the source stopped early: {self.stream.error}", stacklevel=2)
