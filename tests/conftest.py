@@ -82,13 +82,17 @@ def mixed_corpus(tmp_path):
     return root
 
 
-@pytest.fixture
-def tone_corpus(tmp_path):
-    """RAVDESS-named tones: 5 actors x 2 "emotions" (happy low, sad high) x 2 repetitions."""
-    root = tmp_path / "data"
-    for actor in range(1, 6):
+def make_tone_corpus(root: Path, *, actors: int = 5, seconds: float = 0.8) -> Path:
+    """RAVDESS-named tones: ``actors`` x 2 "emotions" (happy low, sad high) x 2 repetitions."""
+    for actor in range(1, actors + 1):
         for emo, freq in (("03", 180.0), ("04", 320.0)):
             for rep in (1, 2):
                 make_tone(root / f"Actor_{actor:02d}" / f"03-01-{emo}-01-01-0{rep}-{actor:02d}.wav",
-                          freq=freq + 7 * actor + rep, seconds=0.8)
+                          freq=freq + 7 * actor + rep, seconds=seconds)
     return root
+
+
+@pytest.fixture
+def tone_corpus(tmp_path):
+    """RAVDESS-named tones: 5 actors x 2 "emotions" (happy low, sad high) x 2 repetitions."""
+    return make_tone_corpus(tmp_path / "data")

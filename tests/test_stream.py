@@ -6,7 +6,6 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,7 +19,7 @@ from mer_pipeline.workflows import train_and_save
 from mer_pipeline.stream import (LiveScorer, forward_smooth, score_timeline, viterbi_smooth,
                                  window_features)
 
-from .conftest import ffmpeg, make_tone, make_video, shared_path
+from .conftest import ffmpeg, make_tone_corpus, shared_path
 
 SR = 16000
 
@@ -29,12 +28,7 @@ SR = 16000
 def tone_model(tmp_path_factory):
     """A model trained on synthetic tones: low pitch = happy, high pitch = sad (egemaps)."""
     root = tmp_path_factory.mktemp("tones")
-    data = root / "data"
-    for actor in range(1, 7):
-        for emo, freq in (("03", 180.0), ("04", 320.0)):
-            for rep in (1, 2):
-                make_tone(data / f"Actor_{actor:02d}" / f"03-01-{emo}-01-01-0{rep}-{actor:02d}.wav",
-                          freq=freq + 7 * actor + rep, seconds=1.0)
+    data = make_tone_corpus(root / "data", actors=6, seconds=1.0)
     feats = root / "feats"
     assert main(["features", str(data), "--out", str(feats), "--audio-set", "egemaps",
                  "--n-jobs", "1", "--no-progress"]) == 0
