@@ -33,7 +33,8 @@ WINDOW_S, HOP_S : float
 SMOOTH_S : float
     Expected dwell time (seconds) in one emotion of the smoothed label track.
 STREAM_HISTORY : int
-    Windows of a stream's past used as its speaker's statistics.
+    The most windows a speaker's statistics come from: a timeline is scored
+    in blocks of this many windows, a stream with its last this many.
 """
 from __future__ import annotations
 
