@@ -127,12 +127,10 @@ class _FaceFrames:
         self.pending: list = []  # (index, time, frame) not yet encoded
         self.done: list = []     # (index, time, feature row or None, box or None)
         self.track = None        # the last encoded frame's face box
-        self.last_frame = None
 
     def add(self, frame: np.ndarray, t: float) -> None:
         index = int(round(t * self.fps))
         self.pending.append((index, t, frame))
-        self.last_frame = frame
 
     def _encode(self) -> None:
         if not self.pending:
