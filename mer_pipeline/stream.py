@@ -14,9 +14,9 @@ clips (group = the recording), and the speaker's statistics come from at most
 ``history`` windows, so memory stays bounded however long the recording.
 :func:`score_timeline` scores a recording in consecutive blocks of ``history``
 windows, each block one batch (the model's batch rule over it; a rest shorter
-than half a block is scored with the end of the block before it as context), or with ``causal=True`` each
-window with the ``history`` windows before it, as a live stream must and as
-:class:`LiveScorer` does. A recording with several speakers: give a ``history``
+than half a block is scored with the end of the block before it as context),
+or with ``causal=True`` each window with the ``history`` windows before it, as
+a live stream must and as :class:`LiveScorer` does. A recording with several speakers: give a ``history``
 of the span one speaker talks.
 
 Smoothing: windows overlap and emotions last longer than a hop, so a label
@@ -387,12 +387,11 @@ class _WindowModel:
         self.classes = classes
         self.class_names = [str(c) for c in self.model.classes_]
         mods = _schema.table_modalities(self.columns)
-        self.extra = [c for m in mods for c in _schema.BOOKKEEPING_COLUMNS.get(m, ())]
         used = getattr(self.model, "sequences_", None) or {}  # the fusion networks' record
         self.sequences = [_schema.SEQUENCE_COLUMNS[m] for m in mods
                           if m in _schema.SEQUENCE_COLUMNS and used.get(m)]
         self.audio_frames = bool(used.get("audio"))
-        self._position = {c: i for i, c in enumerate([*self.columns, *self.extra])}
+        self._position = {c: i for i, c in enumerate(self.columns)}
         face = tasks.get("face")
         self.fps = float(face.fps) if face is not None else None
         audio = tasks.get("audio")
@@ -423,8 +422,8 @@ class _WindowModel:
         return MediaStream(src, sr=self.sr or SAMPLE_RATE, fps=self.fps or FRAME_RATE)
 
     def row(self, win: WindowFeatures, group: str) -> tuple:
-        """A window as ``(group, values in the order of the model's columns and bookkeeping,
-        {sequence column: frames})``: compact, so a long history is cheap to hold and stack."""
+        """A window as ``(group, values in the order of the model's columns, {sequence
+        column: frames})``: compact, so a long history is cheap to hold and stack."""
         values = np.full(len(self._position), np.nan, dtype=np.float32)
         sequences = {}
         for modality, value in win.values.items():
@@ -436,6 +435,12 @@ class _WindowModel:
                 sequences[seq] = value.frames.features
         return group, values, sequences
 
+    def predict_last(self, rows) -> pd.DataFrame:
+        """The last row's prediction, with the rows before it as its speaker's history
+        (causal scoring: a live stream, ``score_timeline(causal=True)``)."""
+        rows = list(rows)
+        return self.predict(rows, list(range(len(rows)))).iloc[[-1]]
+
     def predict(self, rows: list, index: list) -> pd.DataFrame:
         """Predictions for rows made by :meth:`row` (windows with no usable modality: an
         empty ``predicted``, NaN probabilities, modalities ``none``)."""
@@ -443,11 +448,11 @@ class _WindowModel:
 
         idx = pd.Index(index, name="clip_id")
         values = np.vstack([r[1] for r in rows])
-        has = ~np.isnan(values[:, :len(self.columns)]).all(axis=1)
+        has = ~np.isnan(values).all(axis=1)
         keep = slice(None) if has.all() else has  # no copy in the usual case
         # in the model's column order (group first), so that no step on the way copies it
-        table = pd.DataFrame(values[keep, :len(self.columns)].astype(np.float64),
-                             index=idx[keep], columns=self.columns)
+        table = pd.DataFrame(values[keep].astype(np.float64), index=idx[keep],
+                             columns=self.columns)
         del values
         table.insert(0, "group", [r[0] for r, k in zip(rows, has) if k])  # a new block
         for seq in self.sequences:
@@ -587,8 +592,7 @@ def score_timeline(model_path: str | os.PathLike, inputs, *, window: float = WIN
                     wins.append(WindowFeatures(win.start_s, win.end_s, errors=win.errors))
                     rows.append(scorer.row(win, clip_id))
                     if causal:
-                        preds.append(scorer.predict(list(rows),
-                                                    list(range(len(rows)))).iloc[[-1]])
+                        preds.append(scorer.predict_last(rows))
                     elif len(rows) == history:  # a block: one batch of its speaker
                         preds.append(scorer.predict(rows, list(range(history))))
                         last_block, rows = rows, []
@@ -738,7 +742,7 @@ class LiveScorer:
                                        window=self.window, hop=self.hop,
                                        audio_frames=self.model.audio_frames):
                 rows.append(self.model.row(win, self.clip_id))
-                pred = self.model.predict(list(rows), list(range(len(rows)))).iloc[-1]
+                pred = self.model.predict_last(rows).iloc[0]
                 proba = pred[[f"proba_{c}" for c in names]].to_numpy(dtype=float)
                 if not np.isnan(proba).any():
                     post = forward_smooth(proba[None], hop=self.hop, smooth=self.smooth,
