@@ -48,6 +48,7 @@ EPILOG_SCORE = """examples:
   mer score --model artifacts/model.joblib features/audio_features.csv --out predictions.csv
   mer score --model artifacts/model.joblib ../shared/data/samples/tess --out predictions.csv
   mer score --model artifacts/model.joblib interview.mp4 --window 3 --hop 1 --out timeline.csv
+  mer score --model artifacts/model.joblib clips/ --speakers speakers/   # enrolled speakers
 """
 EPILOG_STREAM = """examples:
   mer stream --model artifacts/model.joblib --source talk.mp4 --realtime --out live.csv
@@ -59,6 +60,12 @@ EPILOG_STREAM = """examples:
 EPILOG_PREDICT = """examples:
   mer predict ../shared/data/samples/tess/OAF_book_happy.wav
   mer predict clip.mp4 --model artifacts/model.joblib --json
+  mer predict clip.mp4 --speakers speakers/ --speaker alice
+"""
+EPILOG_ENROLL = """examples:
+  mer enroll --model artifacts/model.joblib alice_neutral_*.wav --speaker alice --emotion neutral
+  mer enroll --model artifacts/model.joblib recordings/alice/ --speaker alice --unlabelled
+  mer score --model artifacts/model.joblib new_clips/ --speakers speakers/ --speaker alice
 """
 
 
@@ -143,6 +150,15 @@ def _add_track_option(p: argparse.ArgumentParser) -> None:
                         "fname/frame_ct/pt1.x…pt68.y, OpenFace 2 CSVs, or per-clip tables "
                         "with frame, x_0…y_67); the face features come from them, joined to "
                         "the clips by recording")
+
+
+def _add_speaker_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--speakers", type=_existing_path, metavar="DIR",
+                   help="enrolled speaker profiles (`mer enroll`): clips of an enrolled "
+                        "speaker that the input holds too few of are normalised by the "
+                        "speaker's profile")
+    p.add_argument("--speaker", metavar="ID",
+                   help="the speaker of every input clip (default: from the file names)")
 
 
 def _run_kwargs(args) -> dict:
@@ -261,11 +277,18 @@ def build_parser() -> argparse.ArgumentParser:
                         "EmotionClassifier (single-modality models)")
     p.add_argument("--no-random", action="store_true",
                    help="skip the optimistic random-split comparison")
-    p.add_argument("--presentations", default="balanced_batch,single_clip,skewed_batch",
+    p.add_argument("--presentations", default=None,
                    help="how each fold's test clips are shown to its model, comma-separated: "
                         "balanced_batch (each speaker's clips together), single_clip (each "
                         "clip alone, no statistics of its speaker), skewed_batch (each "
-                        "speaker's clips in batches of 2-3 emotions); default %(default)s")
+                        "speaker's clips in batches of 2-3 emotions), enrolled (each speaker "
+                        "enrolled with --enroll-clips references, the rest scored alone); "
+                        "default: all four (enrolled where the model takes profiles)")
+    p.add_argument("--enroll-clips", type=_positive_int, default=None,
+                   help="reference clips per speaker of the enrolled presentation "
+                        "(default 4)")
+    p.add_argument("--enroll-emotion", default="neutral",
+                   help="their emotion (default %(default)s; 'any': clips of any emotion)")
     _add_classes_option(p, "evaluate on")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-jobs", type=int, default=config.N_JOBS,
@@ -313,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="load the model even if its hash or versions do not match (joblib runs "
                         "code on load: only for artifacts from a source you trust)")
     _add_classes_option(p, "decide among")
+    _add_speaker_options(p)
     _add_track_option(p)
     _add_whisper_option(p)
     g = p.add_argument_group("long recordings (one row per window instead of per clip)")
@@ -359,8 +383,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, default=Path(config.ARTIFACTS_DIR) / "model.joblib")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--trust", action="store_true", help="see `mer score --help`")
+    _add_speaker_options(p)
     _add_track_option(p)
     _add_whisper_option(p)
+
+    p = _command(sub, "enroll", cmd_enroll,
+                 help="store a speaker's reference clips for later predictions",
+                 description="Extract the features of a few clips of one speaker with the "
+                             "model's settings and store them as <out>/<speaker>.profile.npz. "
+                             "Later clips of that speaker scored with --speakers are "
+                             "normalised by statistics estimated from them (shrunk towards "
+                             "the population by how little a few clips say).",
+                 epilog=EPILOG_ENROLL)
+    p.add_argument("--model", type=Path, default=Path(config.ARTIFACTS_DIR) / "model.joblib",
+                   help="model artifact (default %(default)s)")
+    p.add_argument("--speaker", required=True, metavar="ID", help="the speaker's id")
+    p.add_argument("--out", type=Path, default=Path(config.SPEAKERS_DIR),
+                   help="profiles folder (default %(default)s)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--emotion", help="the emotion of every reference clip (e.g. neutral); "
+                                     "default: the labels in the file names, if every clip "
+                                     "has one, else unlabelled")
+    g.add_argument("--unlabelled", action="store_true",
+                   help="ignore labels in the file names (the model estimates them)")
+    p.add_argument("--trust", action="store_true", help="see `mer score --help`")
+    _add_track_option(p)
+    _add_whisper_option(p)
+    _add_run_options(p)
     return parser
 
 
@@ -395,7 +444,8 @@ def cmd_score(args) -> int:
     predictions, failures = score_inputs(args.model, args.data, out=args.out, trust=args.trust,
                                          face_tracks=args.face_tracks,
                                          whisper_model=args.whisper_model,
-                                         classes=args.classes, **kw)
+                                         classes=args.classes, speakers=args.speakers,
+                                         speaker=args.speaker, **kw)
     print(f"scored {len(predictions)} clips -> {args.out}")
     counts = predictions["predicted"].value_counts()
     print("predicted: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
@@ -527,7 +577,8 @@ def cmd_predict(args) -> int:
     predictions, failures = score_inputs(args.model, args.data, trust=args.trust, n_jobs=1,
                                          face_tracks=args.face_tracks,
                                          whisper_model=args.whisper_model,
-                                         progress=False)
+                                         progress=False, speakers=args.speakers,
+                                         speaker=args.speaker)
     if args.json:
         rows = predictions.reset_index().to_dict("records")
         print(json.dumps({"predictions": rows,
@@ -541,6 +592,26 @@ def cmd_predict(args) -> int:
     for row in failures.itertuples():
         print(f"{row.clip_id or row.path}: failed [{row.stage}] {row.error}")
     return 0 if len(predictions) else 1
+
+
+def cmd_enroll(args) -> int:
+    from .workflows import enroll_inputs
+
+    _, path, failures, summary = enroll_inputs(
+        args.model, args.data, args.speaker, args.out, emotion=args.emotion,
+        labelled=not args.unlabelled, trust=args.trust, cache_dir=args.cache_dir,
+        n_jobs=args.n_jobs, progress=not args.no_progress, face_tracks=args.face_tracks,
+        whisper_model=args.whisper_model)
+    emotions = summary["emotions"] if isinstance(summary["emotions"], str) else ", ".join(
+        f"{k}={v}" for k, v in summary["emotions"].items())
+    print(f"enrolled {args.speaker}: {summary['clips']} clips ({emotions}) -> {path}")
+    print(f"the model trusts these statistics at weight {summary['weight']:.2f} "
+          "(0: population statistics, 1: the references'); more clips, of more emotions, "
+          "raise it")
+    if len(failures):
+        print(f"{len(failures)} clip(s) failed: " + "; ".join(
+            f"{r.clip_id or r.path} [{r.stage}] {r.error}" for r in failures.head(5).itertuples()))
+    return 0
 
 
 def cmd_manifest(args) -> int:
@@ -646,8 +717,11 @@ def cmd_evaluate(args) -> int:
                                adaptation=args.adaptation,
                                random_comparison=not args.no_random, seed=args.seed,
                                n_jobs=args.n_jobs, classes=args.classes,
-                               presentations=[x.strip() for x in args.presentations.split(",")
-                                              if x.strip()])
+                               presentations=None if args.presentations is None else
+                               [x.strip() for x in args.presentations.split(",") if x.strip()],
+                               enroll_clips=args.enroll_clips,
+                               enroll_emotion=None if args.enroll_emotion == "any"
+                               else args.enroll_emotion)
     print(result.format())
     print(f"report written to {args.report}")
     return 0

@@ -72,6 +72,8 @@ N_JOBS: int = -1
 CACHE_ENV: str = "MER_CACHE_DIR"
 FEATURES_DIR: str = "features"
 ARTIFACTS_DIR: str = "artifacts"
+#: Where ``mer enroll`` writes speaker profiles (``<speaker>.profile.npz``).
+SPEAKERS_DIR: str = "speakers"
 
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".mp3", ".ogg", ".m4a", ".aac", ".opus"})
 VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".flv", ".m4v", ".mpg"})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
@@ -23,8 +24,9 @@ from sklearn.utils.validation import check_is_fitted
 from . import _schema
 from ._schema import feature_blocks
 from .exceptions import ParameterError
-from .speaker import (ClassEffects, SpeakerNormalizer, _clip_absurd, _safe_std, check_features,
-                      record_features, skewed_batches, speaker_rows, split_groups)
+from .speaker import (ClassEffects, SpeakerNormalizer, SpeakerPrior, _clip_absurd, _safe_std,
+                      check_features, record_features, skewed_batches, speaker_rows,
+                      split_groups)
 
 __all__ = ["EmotionClassifier", "ProbabilityBlend", "MODELS", "ADAPTATIONS", "ADAPTATION_RULES",
            "feature_blocks", "SKEW_LIMIT", "speaker_skew"]
@@ -196,6 +198,9 @@ class EmotionClassifier(ClassifierMixin, BaseEstimator):
         cross-validation accuracies they were chosen by (``inner``).
     class_effects_ : ClassEffects or None
         Per-emotion offsets from a speaker's mean, for class-aware statistics.
+    speaker_prior_ : SpeakerPrior or None
+        How speakers' statistics vary in the training data: what enrolled
+        reference clips (``predict_proba(X, profiles=...)``) are shrunk by.
     estimator_ : fitted scikit-learn classifier (over encoded labels)
     blocks_ : dict
         Feature block name → column indices.
@@ -370,18 +375,21 @@ class EmotionClassifier(ClassifierMixin, BaseEstimator):
             # ANOVA F gives them a NaN score and they are never selected
             warnings.filterwarnings("ignore", module=r"sklearn\.feature_selection.*")
             self.estimator_ = self._classifier(Z, codes, groups).fit(Z, codes)
-            self.fallback_ = self.class_effects_ = None
+            self.fallback_ = self.class_effects_ = self.speaker_prior_ = None
             self.adaptation_ = {"lone_clip": None, "batch": None}
             if self.speaker_norm:
                 self.adaptation_ = dict(zip(("lone_clip", "batch"),
                                             ADAPTATION_RULES.get(self.adaptation,
                                                                  ("fallback", "switch"))))
-            if self.speaker_norm and self.adaptation != "batch":
                 values = _clip_absurd(values, self.normalizer_.bounds_)
+                filled = self._filled(values)
+                self.class_effects_ = ClassEffects(filled, codes, groups, len(self.classes_),
+                                                   self.min_speaker_clips)
+                self.speaker_prior_ = SpeakerPrior(filled, codes, groups, self.class_effects_,
+                                                   self.min_speaker_clips)
+            if self.speaker_norm and self.adaptation != "batch":
                 pop = self._population(values)
                 self.fallback_ = self._classifier(pop, codes, groups).fit(pop, codes)
-                self.class_effects_ = ClassEffects(self._filled(values), codes, groups,
-                                                   len(self.classes_), self.min_speaker_clips)
         if self.speaker_norm and self.adaptation == "auto":
             self.adaptation_ = self._choose_rules(X, y, groups)
         return self
@@ -467,32 +475,133 @@ class EmotionClassifier(ClassifierMixin, BaseEstimator):
             own = (values - np.nanmean(values, axis=0)) / _safe_std(values)
         return self.estimator_.predict_proba(np.nan_to_num(own))
 
-    def predict_proba(self, X):
+    def predict_proba(self, X, profiles=None):
         """Class probabilities, shape ``(n_clips, n_classes)``, columns as ``classes_``.
 
         With speaker normalisation, each clip is scored according to how many clips
         of its speaker the batch holds (see ``adaptation``).
+
+        Parameters
+        ----------
+        X : pandas.DataFrame or array-like
+        profiles : dict of str to SpeakerProfile, or None
+            Enrolled speakers (:func:`mer_pipeline.enrollment.enroll`), by speaker
+            id. A clip of an enrolled speaker that the batch holds too few clips of
+            to use their own statistics is normalised by statistics estimated from
+            the speaker's reference clips (:meth:`profile_stats`), and its
+            probabilities are mixed with the lone-clip rule's by the estimate's mean
+            shrinkage weight (few references: mostly the lone-clip rule). A speaker
+            with enough clips in the batch keeps the batch rule.
         """
         check_is_fitted(self, "estimator_")
-        if getattr(self, "fallback_", None) is None:
+        if profiles and not self.speaker_norm:
+            warnings.warn("speaker profiles have no effect on a model without speaker "
+                          "normalisation", stacklevel=2)
+            profiles = None
+        if getattr(self, "fallback_", None) is None and not profiles:
             return self.estimator_.predict_proba(self._transform(X))
         values, groups, names = split_groups(X, self.group_col)
         check_features(self, values, names)
         values = _clip_absurd(values, self.normalizer_.bounds_)
-        pop = self._population(values)
-        start = self.fallback_.predict_proba(pop)
-        lone = self.estimator_ if self.adaptation_["lone_clip"] == "population" \
-            else self.fallback_
-        proba = start.copy() if lone is self.fallback_ else lone.predict_proba(pop)
-        if groups is not None:
-            for rows in speaker_rows(groups, self.min_speaker_clips):
+        batches = list(speaker_rows(groups, self.min_speaker_clips)) if groups is not None else []
+        if self.fallback_ is None:  # adaptation="batch": the population, or the batch's own
+            proba = self.estimator_.predict_proba(self.normalizer_.transform(X))
+        else:
+            pop = self._population(values)
+            start = self.fallback_.predict_proba(pop)
+            lone = self.estimator_ if self.adaptation_["lone_clip"] == "population" \
+                else self.fallback_
+            proba = start.copy() if lone is self.fallback_ else lone.predict_proba(pop)
+            for rows in batches:
                 proba[rows] = self._speaker_proba(values[rows], start[rows],
                                                   self.adaptation_["batch"])
+        if profiles and groups is not None:
+            batched = np.zeros(len(values), dtype=bool)
+            for rows in batches:
+                batched[rows] = True
+            self._enrolled_proba(proba, values, groups, batched, profiles)
         return proba
 
-    def predict(self, X):
-        """Predicted emotion labels."""
-        proba = self.predict_proba(X)
+    def _enrolled_proba(self, proba, values, groups, batched, profiles) -> None:
+        """Fill in the rows of enrolled speakers outside a batch (in place)."""
+        stats = {}
+        for g in pd.unique(groups[~batched]):
+            profile = profiles.get(g)
+            if profile is None:
+                continue
+            rows = np.flatnonzero((groups == g) & ~batched)
+            if id(profile) not in stats:
+                stats[id(profile)] = self.profile_stats(profile)
+            mean, scale, weight = stats[id(profile)]
+            enrolled = self.estimator_.predict_proba(np.nan_to_num((values[rows] - mean) / scale))
+            proba[rows] = weight * enrolled + (1.0 - weight) * proba[rows]
+
+    def profile_stats(self, profile):
+        """A speaker's mean and scale from their enrolled reference clips.
+
+        Labelled references have their emotion's expected effect removed
+        (:class:`~mer_pipeline.speaker.ClassEffects`); unlabelled ones (or ones
+        labelled with an emotion the model does not know) the effect of the
+        emotion the model predicts, re-estimated over :data:`ADAPT_ROUNDS` rounds.
+        The mean is shrunk towards the population's
+        (:class:`~mer_pipeline.speaker.SpeakerPrior`).
+
+        Parameters
+        ----------
+        profile : SpeakerProfile
+
+        Returns
+        -------
+        mean, scale : np.ndarray of shape (n_features,)
+        weight : float
+            Mean shrinkage weight, 0..1.
+
+        Raises
+        ------
+        ParameterError
+            A model without speaker statistics (``speaker_norm=False``, or saved
+            before enrollment existed), or a profile of other features.
+        """
+        check_is_fitted(self, "estimator_")
+        if getattr(self, "speaker_prior_", None) is None:
+            raise ParameterError("this model has no speaker statistics to enroll with (trained "
+                                 "without speaker normalisation, or before enrollment existed: "
+                                 "train it again)")
+        if hasattr(self, "feature_names_in_"):
+            ref = profile.features([str(c) for c in self.feature_names_in_])
+        elif profile.values.shape[1] == self.n_features_in_:
+            ref = np.asarray(profile.values, dtype=np.float64)
+        else:
+            raise ParameterError(f"speaker profile {profile.speaker!r} has "
+                                 f"{profile.values.shape[1]} features, the model "
+                                 f"{self.n_features_in_}")
+        ref = self._filled(_clip_absurd(ref, self.normalizer_.bounds_))
+        prior = self.speaker_prior_
+        known = np.zeros(len(ref), dtype=bool)
+        onehot = np.zeros((len(ref), len(self.classes_)))
+        if profile.emotions is not None:
+            labels = np.asarray(profile.emotions).astype(str)
+            classes = np.asarray(self.classes_).astype(str)
+            known = np.isin(labels, classes)
+            onehot[np.flatnonzero(known), np.searchsorted(classes, labels[known])] = 1.0
+            if not known.all():
+                warnings.warn(f"speaker profile {profile.speaker!r}: emotion(s) "
+                              f"{', '.join(sorted(set(labels[~known])))} unknown to the model; "
+                              "those references are treated as unlabelled", stacklevel=3)
+        proba = onehot
+        if not known.all():
+            lone = self.fallback_ if self.fallback_ is not None else self.estimator_
+            guess = lone.predict_proba(self._population(ref))
+            for _ in range(ADAPT_ROUNDS):
+                proba = np.where(known[:, None], onehot, guess)
+                mean, scale, _ = prior.speaker_stats(ref, proba)
+                guess = self.estimator_.predict_proba(np.nan_to_num((ref - mean) / scale))
+            proba = np.where(known[:, None], onehot, guess)
+        return prior.speaker_stats(ref, proba)
+
+    def predict(self, X, profiles=None):
+        """Predicted emotion labels (``profiles``: see :meth:`predict_proba`)."""
+        proba = self.predict_proba(X, profiles=profiles)
         return self.classes_[np.argmax(proba, axis=1)]
 
 

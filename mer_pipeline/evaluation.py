@@ -33,7 +33,8 @@ from .exceptions import ParameterError
 from .speaker import skewed_batches
 
 __all__ = ["EvaluationResult", "cross_validate_model", "write_report", "PROTOCOLS",
-           "PRESENTATIONS", "skewed_batches", "restrict_proba"]
+           "PRESENTATIONS", "skewed_batches", "restrict_proba", "enrollment_references",
+           "takes_profiles", "ENROLL_CLIPS", "ENROLL_EMOTION"]
 
 PROTOCOLS = {
     "actor": "actor-independent (grouped K-fold: no actor in both train and test)",
@@ -54,7 +55,13 @@ PRESENTATIONS = {
     "skewed_batch": "each test speaker's clips scored in one-sided batches of 2-3 emotions "
                     "(the speaker's emotions shuffled by a seeded rule and cut into groups of "
                     "3, 3, 2: every clip scored once)",
+    "enrolled": "each test speaker enrolled with K reference clips of one emotion (default 4 "
+                "of neutral, drawn by a seeded rule; not scored), then each of their other "
+                "clips scored alone with that profile",
 }
+#: Defaults of the ``enrolled`` presentation: reference clips per speaker, and their emotion.
+ENROLL_CLIPS = 4
+ENROLL_EMOTION = "neutral"
 
 
 
@@ -84,6 +91,9 @@ class EvaluationResult:
         (this result's own presentation included).
     dropped_classes : dict
         Clips left out by ``--classes``, by label.
+    enrollment : dict or None
+        For the ``enrolled`` presentation: reference ``clips`` per speaker and
+        their ``emotion`` (the references are not among the scored clips).
     """
 
     protocol: str
@@ -97,6 +107,7 @@ class EvaluationResult:
     comparison: "EvaluationResult | None" = None
     presentation: str = "balanced_batch"
     presentations: dict = field(default_factory=dict)
+    enrollment: dict | None = None
     dropped_classes: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -122,8 +133,15 @@ class EvaluationResult:
                 name: {"description": PRESENTATIONS[name], "accuracy": round(r.accuracy, 4),
                        "macro_f1": round(r.macro_f1, 4),
                        "fold_accuracy_std": round(float(np.std(
-                           [f["accuracy"] for f in r.folds])), 4)}
+                           [f["accuracy"] for f in r.folds])), 4),
+                       "n_clips": int(len(r.predictions)),
+                       **({"references": r.enrollment} if r.enrollment else {})}
                 for name, r in self.presentations.items()}
+            lone, enrolled = (self.presentations.get(k) for k in ("single_clip", "enrolled"))
+            if lone is not None and enrolled is not None:  # the same clips, scored alone
+                same = lone.predictions.loc[enrolled.predictions.index]
+                out["presentations"]["enrolled"]["single_clip_same_clips"] = round(float(
+                    (same["predicted"] == same["emotion"]).mean()), 4)
         if self.dropped_classes:
             out["dropped_classes"] = dict(self.dropped_classes)
         if self.comparison is not None:
@@ -187,17 +205,17 @@ def _splits(protocol, y, groups, folds, seed):
     return list(cv.split(np.zeros(len(y)), y, groups))
 
 
-def _fit_fold(estimator, X, y, train, test, presentations, group_col, seed=0, restrict=None):
+def _fit_fold(estimator, X, y, train, test, presentations, group_col, seed=0, restrict=None,
+              enroll=(ENROLL_CLIPS, ENROLL_EMOTION)):
     model = clone(estimator).fit(X.iloc[train], y[train])
     X_test = X.iloc[test]
     has_groups = isinstance(X_test, pd.DataFrame) and group_col in X_test.columns
+    probas = _fit_fold_probas(model, X_test, y[test], presentations, has_groups, group_col,
+                              seed, enroll)
     if restrict is not None:  # decide among the classes the test set can hold
         keep = np.isin(np.asarray(model.classes_).astype(str), list(restrict))
-        return model.classes_, {name: restrict_proba(proba, keep) for name, proba in
-                                _fit_fold_probas(model, X_test, y[test], presentations,
-                                                 has_groups, group_col, seed).items()}
-    return model.classes_, _fit_fold_probas(model, X_test, y[test], presentations, has_groups,
-                                            group_col, seed)
+        probas = {name: restrict_proba(proba, keep) for name, proba in probas.items()}
+    return model.classes_, probas
 
 
 def restrict_proba(proba: np.ndarray, keep: np.ndarray) -> np.ndarray:
@@ -216,13 +234,85 @@ def restrict_proba(proba: np.ndarray, keep: np.ndarray) -> np.ndarray:
     out = np.where(keep[None, :], np.asarray(proba, dtype=float), 0.0)
     total = out.sum(axis=1, keepdims=True)
     flat = np.where(keep, 1.0 / max(int(keep.sum()), 1), 0.0)[None, :]
-    return np.where(total > 0, out / np.where(total > 0, total, 1.0), flat)
+    scored = np.isfinite(out).all(axis=1, keepdims=True)  # NaN rows (references) stay NaN
+    return np.where(scored, np.where(total > 0, out / np.where(total > 0, total, 1.0), flat),
+                    np.nan)
 
 
-def _fit_fold_probas(model, X_test, y_test, presentations, has_groups, group_col, seed):
+def takes_profiles(estimator) -> bool:
+    """Whether ``estimator.predict_proba`` accepts enrolled speaker ``profiles``."""
+    import inspect
+
+    try:
+        return "profiles" in inspect.signature(estimator.predict_proba).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
+def enrollment_references(groups, labels, n_clips: int = ENROLL_CLIPS,
+                          emotion: str | None = ENROLL_EMOTION, seed: int = 0) -> dict:
+    """Reference rows of each speaker for the ``enrolled`` presentation.
+
+    Each speaker's clips of ``emotion`` (any emotion with ``None``) are shuffled by
+    a generator seeded by ``seed`` and the speaker id's CRC-32 (so the rule never
+    depends on the other speakers), and the first ``n_clips`` are the references.
+    A speaker with none of that emotion gets no references (and their clips are
+    not scored in that presentation).
+
+    Parameters
+    ----------
+    groups, labels : array-like
+        Speaker id and emotion per row.
+    n_clips : int
+    emotion : str or None
+    seed : int
+
+    Returns
+    -------
+    dict of str to np.ndarray of int
+    """
+    import zlib
+
+    groups, labels = np.asarray(groups).astype(str), np.asarray(labels).astype(str)
+    refs = {}
+    for g in pd.unique(groups):
+        rows = np.flatnonzero((groups == g) & ((labels == emotion) if emotion else True))
+        rng = np.random.default_rng([seed, zlib.crc32(g.encode())])
+        if len(rows):
+            refs[g] = np.sort(rng.permutation(rows)[:n_clips])
+    return refs
+
+
+def _enrolled_proba(model, X_test, y_test, group_col, seed, enroll):
+    """Each speaker enrolled with reference clips, the rest scored one clip at a time."""
+    from .enrollment import enroll as make_profile
+
+    n_clips, emotion = enroll
+    groups = X_test[group_col].astype(str).to_numpy()
+    refs = enrollment_references(groups, y_test, n_clips, emotion, seed)
+    lone = np.array([f"{g}#{i}" for i, g in enumerate(groups)], dtype=object)
+    profiles = {}
+    for g, rows in refs.items():
+        profile = make_profile(X_test.iloc[rows], g, emotion=emotion)
+        if emotion is None:  # references of any emotion: labelled with what they are
+            profile.emotions = [str(v) for v in np.asarray(y_test)[rows]]
+        for i in np.flatnonzero(groups == g):
+            profiles[lone[i]] = profile
+    proba = model.predict_proba(X_test.assign(**{group_col: lone}), profiles=profiles)
+    # references are not scored, nor the clips of a speaker with none (not enrolled)
+    proba[~np.isin(lone, list(profiles))] = np.nan
+    for rows in refs.values():
+        proba[rows] = np.nan
+    return proba
+
+
+def _fit_fold_probas(model, X_test, y_test, presentations, has_groups, group_col, seed,
+                     enroll=(ENROLL_CLIPS, ENROLL_EMOTION)):
     out = {}
     for name in presentations:
-        if name == "single_clip" and has_groups:
+        if name == "enrolled" and has_groups:
+            out[name] = _enrolled_proba(model, X_test, y_test, group_col, seed, enroll)
+        elif name == "single_clip" and has_groups:
             # no speaker: what one clip gets
             out[name] = model.predict_proba(X_test.assign(**{group_col: ""}))
         elif name == "skewed_batch" and has_groups:
@@ -239,7 +329,8 @@ def _fit_fold_probas(model, X_test, y_test, presentations, has_groups, group_col
 
 def cross_validate_model(estimator, X: pd.DataFrame, y, *, groups=None, protocol: str = "actor",
                          folds: int = 5, seed: int = 0, n_jobs: int | None = None,
-                         presentations=("balanced_batch",)) -> EvaluationResult:
+                         presentations=("balanced_batch",), enroll_clips: int = ENROLL_CLIPS,
+                         enroll_emotion: str | None = ENROLL_EMOTION) -> EvaluationResult:
     """Cross-validate an estimator under a named protocol.
 
     Parameters
@@ -270,9 +361,16 @@ def cross_validate_model(estimator, X: pd.DataFrame, y, *, groups=None, protocol
         ``single_clip`` (each clip alone: the speaker column is blanked, so
         speaker normalisation falls back to the training population) and/or
         ``skewed_batch`` (each speaker's clips in batches of 2-3 emotions,
-        :func:`skewed_batches`). The same
+        :func:`skewed_batches`) and/or ``enrolled`` (each test speaker enrolled
+        with reference clips, :func:`enrollment_references`, which are not
+        scored; each other clip scored alone with the speaker's profile: needs an
+        estimator whose ``predict_proba`` takes ``profiles``). The same
         fits serve every presentation; the result is the first one's, the others
         in ``result.presentations``.
+    enroll_clips : int, default=4
+        Reference clips per speaker of the ``enrolled`` presentation.
+    enroll_emotion : str or None, default="neutral"
+        Their emotion (``None``: any emotion, labelled).
 
     Returns
     -------
@@ -287,6 +385,15 @@ def cross_validate_model(estimator, X: pd.DataFrame, y, *, groups=None, protocol
     if unknown or not presentations:
         raise ParameterError(f"presentations must be among {', '.join(PRESENTATIONS)}; "
                              f"got {presentations!r}")
+    if "enrolled" in presentations:
+        if not takes_profiles(estimator):
+            raise ParameterError(f"the enrolled presentation needs a model that takes speaker "
+                                 f"profiles; {type(estimator).__name__} does not")
+        if not isinstance(enroll_clips, (int, np.integer)) or enroll_clips < 1:
+            raise ParameterError(f"enroll_clips must be a positive integer; got {enroll_clips!r}")
+        if enroll_emotion is not None and enroll_emotion not in set(np.asarray(y).astype(str)):
+            raise ParameterError(f"the enrolled presentation needs clips of {enroll_emotion!r} "
+                                 "to enroll speakers with; there are none")
     y = np.asarray(y).astype(str)
     groups = None if groups is None else np.asarray(groups).astype(object)
     splits = _splits(protocol, y, groups, folds, seed)
@@ -313,8 +420,9 @@ def cross_validate_model(estimator, X: pd.DataFrame, y, *, groups=None, protocol
         splits_used = list(enumerate(splits))
     params = estimator.get_params(deep=False) if hasattr(estimator, "get_params") else {}
     group_col = params.get("group_col", "group")
+    enroll = (enroll_clips, enroll_emotion)
     outs = Parallel(n_jobs=n_jobs)(delayed(_fit_fold)(estimator, X, y, tr, te, presentations,
-                                                      group_col, seed, restrict[k])
+                                                      group_col, seed, restrict[k], enroll)
                                    for k, (tr, te) in splits_used)
     splits = [sp for _, sp in splits_used]
     extra = [extra[k] for k, _ in splits_used]
@@ -327,33 +435,42 @@ def cross_validate_model(estimator, X: pd.DataFrame, y, *, groups=None, protocol
     for name in presentations:
         proba = np.zeros((len(y), len(classes)))
         fold_of = np.zeros(len(y), dtype=int)
+        scored = np.zeros(len(y), dtype=bool)
         per_fold = []
         for k, ((tr, te), (cls, probas)) in enumerate(zip(splits, outs)):
             idx = [classes.index(c) if c in classes else None for c in cls]
             cols = [j for j, i in enumerate(idx) if i is not None]
-            proba[np.ix_(te, [idx[j] for j in cols])] = probas[name][:, cols]
+            part = probas[name]
+            keep = np.isfinite(part).all(axis=1)  # enrolled: the references are not scored
+            te, part = te[keep], part[keep]
+            proba[np.ix_(te, [idx[j] for j in cols])] = part[:, cols]
             fold_of[te] = k
+            scored[te] = True
             pred = np.asarray(classes)[np.argmax(proba[te], axis=1)]
             per_fold.append({
                 "fold": k, "n_test": int(len(te)),
                 "accuracy": round(float(accuracy_score(y[te], pred)), 4),
-                "macro_f1": round(float(f1_score(y[te], pred, average="macro",
-                                                 zero_division=0)), 4),
+                "macro_f1": round(float(f1_score(y[te], pred, labels=sorted(set(y[te])),
+                                                 average="macro", zero_division=0)), 4),
                 "test_groups": sorted(set(groups[te].tolist())) if groups is not None else [],
                 **extra[k],
             })
-        proba, fold_of, yt = proba[tested], fold_of[tested], y[tested]
+        shown = tested[scored[tested]]
+        proba, fold_of, yt = proba[shown], fold_of[shown], y[shown]
         pred = np.asarray(classes)[np.argmax(proba, axis=1)]
         table = pd.DataFrame({"emotion": yt, "predicted": pred, "fold": fold_of},
-                             index=X.index[tested])
+                             index=X.index[shown])
         for j, c in enumerate(classes):
             table[f"proba_{c}"] = proba[:, j]
         results[name] = EvaluationResult(
             protocol=protocol, accuracy=float(accuracy_score(yt, pred)),
-            macro_f1=float(f1_score(yt, pred, average="macro", zero_division=0)),
+            macro_f1=float(f1_score(yt, pred, labels=sorted(set(yt)), average="macro",
+                                    zero_division=0)),
             folds=per_fold, classes=classes, predictions=table,
             n_groups=0 if groups is None else len(np.unique(groups)), model=model,
-            presentation=name)
+            presentation=name,
+            enrollment={"clips": int(enroll_clips), "emotion": enroll_emotion or "any"}
+            if name == "enrolled" else None)
     main = results[presentations[0]]
     if len(presentations) > 1:
         main.presentations = results

@@ -77,7 +77,7 @@ def align_features(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 
 def predict_table(model, table: pd.DataFrame, columns: list[str] | None = None, *,
-                  classes=None) -> pd.DataFrame:
+                  classes=None, profiles=None) -> pd.DataFrame:
     """Predictions for a feature table: ``predicted``, ``proba_<class>``, ``modalities``.
 
     Parameters
@@ -90,6 +90,9 @@ def predict_table(model, table: pd.DataFrame, columns: list[str] | None = None, 
     classes : str, sequence of str or None
         Decide among these of the model's classes only (names or a preset,
         :func:`mer_pipeline.config.parse_classes`); the others get probability 0.
+    profiles : dict of str to SpeakerProfile, or None
+        Enrolled speakers, passed to the model's ``predict_proba`` (a model that
+        takes none is refused).
 
     Returns
     -------
@@ -115,7 +118,14 @@ def predict_table(model, table: pd.DataFrame, columns: list[str] | None = None, 
     X = align_features(table, columns)
     if "group" not in X.columns:
         X = X.assign(group="")
-    proba = model.predict_proba(X)
+    if profiles:
+        from .evaluation import takes_profiles
+
+        if not takes_profiles(model):
+            raise ParameterError(f"{type(model).__name__} takes no speaker profiles")
+        proba = model.predict_proba(X, profiles=profiles)
+    else:
+        proba = model.predict_proba(X)
     if wanted is not None:
         proba = restrict_proba(proba, np.isin(known, wanted))
     classes = known

@@ -12,7 +12,7 @@ from ._schema import feature_columns
 from .exceptions import ParameterError
 
 __all__ = ["SpeakerNormalizer", "split_groups", "speaker_rows", "record_features",
-           "check_features", "NO_GROUP", "ClassEffects", "skewed_batches"]
+           "check_features", "NO_GROUP", "ClassEffects", "SpeakerPrior", "skewed_batches"]
 
 NO_GROUP = ("", "nan", "None")
 """Speaker ids that mean "unknown speaker": such clips get the population statistics."""
@@ -310,3 +310,100 @@ class ClassEffects:
         residual = values - proba @ self.offsets
         scale = np.sqrt(residual.var(axis=0) + self.variance)
         return residual.mean(axis=0), np.where(scale > 1e-12, scale, 1.0)
+
+
+class SpeakerPrior:
+    """What a few clips of a speaker say about that speaker's statistics.
+
+    Enrollment (:mod:`mer_pipeline.enrollment`) estimates a speaker's mean from a
+    handful of reference clips. Those are too few to trust outright: the estimate is
+    shrunk towards the population mean, feature by feature, by how much speakers
+    differ there against how noisy a mean of ``k`` clips is (the normal-normal
+    empirical-Bayes rule):
+
+    ``weight = between / (between + interaction / n_emotions + noise / k)``
+
+    where ``between`` is the variance of the speakers' means, ``noise`` the variance
+    of a speaker's clips of one emotion around their mean and ``interaction`` how far
+    a speaker's mean for one emotion departs from that speaker's mean plus the
+    emotion's average effect (:class:`ClassEffects`): what references of
+    ``n_emotions`` emotions cannot average away however many clips they hold. The
+    scale is the population's typical within-speaker standard deviation (a scale
+    from a few clips costs accuracy: measured in the README).
+
+    Parameters
+    ----------
+    values : np.ndarray, shape (n_clips, n_features)
+        Training clips, NaN-free.
+    codes : np.ndarray of int
+        Class index per clip.
+    groups : np.ndarray or None
+        Speaker id per clip.
+    effects : ClassEffects
+    min_clips : int
+        Fewest clips of a speaker for it to count.
+
+    Attributes
+    ----------
+    mean, scale, between, interaction, noise : np.ndarray of shape (n_features,)
+    n_speakers : int
+        Training speakers the statistics come from (0: enrollment falls back to
+        the population statistics, weight 0).
+    """
+
+    def __init__(self, values, codes, groups, effects: ClassEffects, min_clips: int):
+        d = values.shape[1]
+        self.effects = effects
+        self.mean = values.mean(axis=0) if len(values) else np.zeros(d)
+        means, scales, cells, within, sizes = [], [], [], [], []
+        for rows in speaker_rows(groups, min_clips) if groups is not None else ():
+            sub, sub_codes = values[rows], codes[rows]
+            mu = sub.mean(axis=0)
+            means.append(mu)
+            scales.append(_safe_std(sub))
+            for c in np.unique(sub_codes):
+                cell = sub[sub_codes == c]
+                if len(cell) >= 2:
+                    cells.append(cell.mean(axis=0) - mu - effects.offsets[c])
+                    within.append(cell.var(axis=0, ddof=1))
+                    sizes.append(len(cell))
+        self.n_speakers = len(means)
+        if self.n_speakers < 2 or not cells:
+            self.scale = _safe_std(values) if len(values) else np.ones(d)
+            self.between = np.zeros(d)
+            self.interaction = self.noise = np.ones(d)
+            return
+        self.scale = np.mean(scales, axis=0)
+        self.between = np.var(means, axis=0, ddof=1)
+        self.noise = np.mean(within, axis=0)
+        # a cell mean of n clips carries noise / n of its own: not interaction
+        self.interaction = np.maximum(np.var(cells, axis=0, ddof=1)
+                                      - self.noise * np.mean(1.0 / np.asarray(sizes)), 0.0)
+
+    def weights(self, n_clips: int, n_emotions: int) -> np.ndarray:
+        """Per feature, how far an enrolled mean of ``n_clips`` clips is trusted (0..1)."""
+        if n_clips < 1 or self.n_speakers < 2:
+            return np.zeros_like(self.mean)
+        spread = self.between + self.interaction / max(n_emotions, 1) + self.noise / n_clips
+        return np.where(spread > 0, self.between / np.where(spread > 0, spread, 1.0), 0.0)
+
+    def speaker_stats(self, values: np.ndarray, proba: np.ndarray):
+        """Mean and scale of a speaker from reference clips.
+
+        Parameters
+        ----------
+        values : np.ndarray, shape (n_refs, n_features)
+            The reference clips, NaN-free.
+        proba : np.ndarray, shape (n_refs, n_classes)
+            Their emotions: one-hot where labelled, predicted probabilities otherwise.
+
+        Returns
+        -------
+        mean, scale : np.ndarray of shape (n_features,)
+        weight : float
+            The mean shrinkage weight (0: the population mean, 1: the references').
+        """
+        emotions = len(np.unique(np.argmax(proba, axis=1)))
+        estimate = (values - proba @ self.effects.offsets).mean(axis=0)
+        w = self.weights(len(values), emotions)
+        return self.mean + w * (estimate - self.mean), self.scale, float(w.mean())

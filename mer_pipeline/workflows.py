@@ -20,9 +20,11 @@ import pandas as pd
 
 from . import _schema
 from .exceptions import ParameterError
-from .evaluation import EvaluationResult, cross_validate_model, write_report
+from .evaluation import (ENROLL_CLIPS, PRESENTATIONS, EvaluationResult, cross_validate_model,
+                         takes_profiles, write_report)
 
-__all__ = ["evaluate_features", "train_and_save", "score_inputs", "labelled_table"]
+__all__ = ["evaluate_features", "train_and_save", "score_inputs", "labelled_table",
+           "input_features", "enroll_inputs"]
 
 
 def labelled_table(features, classes=None) -> pd.DataFrame:
@@ -70,8 +72,8 @@ def evaluate_features(features, *, cv: str = "actor", folds: int = 5, report_dir
                       random_comparison: bool = True, seed: int = 0,
                       n_jobs: int | None = None, estimator=None,
                       fusion: str = "auto", adaptation: str | None = None,
-                      presentations=("balanced_batch", "single_clip", "skewed_batch"),
-                      classes=None) -> EvaluationResult:
+                      presentations=None, classes=None, enroll_clips: int | None = None,
+                      enroll_emotion: str | None = "neutral") -> EvaluationResult:
     """Cross-validate the package's classifier on a feature table and report.
 
     Parameters
@@ -104,11 +106,17 @@ def evaluate_features(features, *, cv: str = "actor", folds: int = 5, report_dir
         Evaluate this estimator instead of building one.
     presentations : sequence of str
         How each fold's test clips are shown to its model
-        (:data:`mer_pipeline.evaluation.PRESENTATIONS`): by default both a
-        balanced batch per test speaker (the headline figure) and each clip
-        alone, measured on the same fits.
+        (:data:`mer_pipeline.evaluation.PRESENTATIONS`), measured on the same
+        fits. ``None`` (default): all four, the balanced batch per test speaker
+        first (the headline figure); ``enrolled`` left out, with a warning, for a
+        model that takes no speaker profiles or data without ``enroll_emotion``.
     classes : str, sequence of str or None
         Evaluate on these emotions only (:func:`labelled_table`).
+    enroll_clips : int or None
+        Reference clips per speaker of the ``enrolled`` presentation (default
+        :data:`mer_pipeline.evaluation.ENROLL_CLIPS`).
+    enroll_emotion : str or None, default="neutral"
+        Their emotion (``None``: any).
 
     Returns
     -------
@@ -121,11 +129,23 @@ def evaluate_features(features, *, cv: str = "actor", folds: int = 5, report_dir
         estimator = build_estimator(table, fusion=fusion, model=model,
                                     speaker_norm=speaker_norm, random_state=seed,
                                     adaptation=adaptation)
+    if presentations is None:
+        presentations = list(PRESENTATIONS)
+        if not takes_profiles(estimator):
+            warnings.warn(f"{type(estimator).__name__} takes no speaker profiles: the enrolled "
+                          "presentation is left out", stacklevel=2)
+            presentations.remove("enrolled")
+        elif enroll_emotion is not None and enroll_emotion not in set(table["emotion"]):
+            warnings.warn(f"no {enroll_emotion} clip to enroll speakers with: the enrolled "
+                          "presentation is left out", stacklevel=2)
+            presentations.remove("enrolled")
     key = "corpus" if cv == "corpus" else "group"
     groups = table[key].to_numpy() if key in table.columns else None
     y = table["emotion"].to_numpy()
     result = cross_validate_model(estimator, table, y, groups=groups, protocol=cv, folds=folds,
-                                  seed=seed, n_jobs=n_jobs, presentations=presentations)
+                                  seed=seed, n_jobs=n_jobs, presentations=presentations,
+                                  enroll_clips=enroll_clips or ENROLL_CLIPS,
+                                  enroll_emotion=enroll_emotion)
     result.dropped_classes = table.attrs.get("dropped_classes", {})
     if cv not in ("random", "corpus") and random_comparison:
         result.comparison = cross_validate_model(estimator, table, y, groups=groups,
@@ -243,80 +263,43 @@ def _nothing_to_score(failures: pd.DataFrame) -> str:
         ":\n" + "\n".join(lines) + more if lines else "")
 
 
-def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLike | None = None,
-                 trust: bool = False, cache_dir=None, n_jobs: int | None = -1,
-                 backend: str = "loky", scheduler: str | None = None, progress: bool = True,
-                 retry_failed: bool = False, vggface_weights: str | None = None,
-                 face_tracks=None, whisper_model: str | None = None, classes=None):
-    """Score feature CSVs and/or media files and folders with a saved model.
+def input_features(meta: dict, columns, inputs, *, cache_dir=None, n_jobs: int | None = -1,
+                   backend: str = "loky", scheduler: str | None = None, progress: bool = True,
+                   retry_failed: bool = False, vggface_weights: str | None = None,
+                   face_tracks=None, whisper_model: str | None = None):
+    """The feature table of feature CSVs/folders and media, with a model's settings.
 
     Parameters
     ----------
-    model_path : path
-        A model saved by :func:`mer_pipeline.persistence.save_model` (checked
-        by :func:`~mer_pipeline.persistence.load_model`).
+    meta : dict
+        The model's metadata (:func:`~mer_pipeline.persistence.load_model`).
+    columns : list of str
+        The model's feature columns.
     inputs : sequence of paths
-        Feature CSVs (columns ``clip_id`` and ``<modality>__…``), features
-        folders (``mer features`` output, frame tables included), or media files,
-        folders and listings. Media get their features extracted on the way,
-        through the same per-clip cache as ``mer features``, with the
-        extractors' settings the model recorded (frame rate, encoders, audio
-        set, …). Feature tables whose recorded settings differ from the
-        model's are refused. Labels in the file names are kept (column
-        ``emotion``) but not needed.
-    out : path or None
-        Write the predictions CSV here, ``failures.csv`` beside it, and, when
-        faces were looked for in media, ``face_detections.csv`` (one row per
-        sampled frame: time, face found or not, box).
-    trust : bool
-        Passed to :func:`~mer_pipeline.persistence.load_model`.
-    cache_dir, n_jobs, backend, scheduler, progress, retry_failed
-        See :func:`mer_pipeline.parallel.map_clips`; the cache defaults to
-        ``$MER_CACHE_DIR``, else the user's cache folder (``~/.cache/mer_pipeline``),
-        wherever the command runs.
-    vggface_weights : path or None
-        For a model trained on ``vggface`` face features (default
-        ``$MER_VGGFACE_WEIGHTS``); its digest must match the one recorded.
-    whisper_model : path or None
-        Whisper weights, for a model trained on the ``whisper`` audio set with
-        weights other than the installed package's (only their digest is recorded).
-    face_tracks : path, sequence of paths or None
-        Landmark tracks of the media's recordings, for a model whose face
-        features came from tracks (:mod:`mer_pipeline.face.tracks`). Without
-        them such a model predicts those clips from their audio, with a warning.
-    classes : str, sequence of str or None
-        Decide among these of the model's classes only (names or a preset,
-        :func:`mer_pipeline.config.parse_classes`): the others' probabilities
-        are 0 and the rest renormalised, e.g. to score a corpus with four
-        emotions with a model that knows eight.
+    cache_dir, n_jobs, backend, scheduler, progress, retry_failed, vggface_weights,
+    face_tracks, whisper_model
+        See :func:`score_inputs`.
 
     Returns
     -------
-    predictions : pandas.DataFrame
-        One row per clip: ``predicted``, ``proba_<class>`` per class,
-        ``modalities``.
+    table : pandas.DataFrame
+        One row per clip that yielded features (duplicates dropped, with a warning).
     failures : pandas.DataFrame
-        Clips that could not be scored, with the stage and reason.
+    detections : pandas.DataFrame or None
+        Per sampled frame, whether a face was found (media with faces only).
 
     Raises
     ------
     FeatureTableError
-        If no clip could be scored (the message lists why, clip by clip), or
-        a feature table was extracted with other settings than the model's.
+        If no clip yielded features, or a feature table was extracted otherwise.
     """
     from .corpus import discover
-    from .exceptions import FeatureTableError, ParameterError
+    from .exceptions import FeatureTableError
     from .features import check_provenance, extract_features, load_features
-    from .parallel import FAILURE_COLUMNS, default_cache_dir, write_failures
-    from .persistence import load_model
-    from .scoring import is_feature_input, predict_table
+    from .parallel import FAILURE_COLUMNS, default_cache_dir
+    from .scoring import is_feature_input
 
-    model, meta = load_model(model_path, trust=trust)
-    columns = meta.get("feature_columns") or list(model.feature_names_in_)
     inputs = [Path(p) for p in inputs]
-    if out is not None and Path(out).is_dir():
-        raise ParameterError(f"--out {out} is a folder; give the predictions file "
-                             f"(e.g. {Path(out) / 'predictions.csv'})")
     tables, failures = [], [pd.DataFrame(columns=FAILURE_COLUMNS)]
     media = [p for p in inputs if not is_feature_input(p)]
     for path in inputs:
@@ -372,7 +355,116 @@ def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLik
         warnings.warn(f"{int(dup.sum())} clip id(s) appear twice; keeping the first",
                       stacklevel=2)
         table = table[~dup]
-    predictions = predict_table(model, table, columns, classes=classes)
+    return table, fails, detections
+
+
+def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLike | None = None,
+                 trust: bool = False, cache_dir=None, n_jobs: int | None = -1,
+                 backend: str = "loky", scheduler: str | None = None, progress: bool = True,
+                 retry_failed: bool = False, vggface_weights: str | None = None,
+                 face_tracks=None, whisper_model: str | None = None, classes=None,
+                 speakers=None, speaker: str | None = None):
+    """Score feature CSVs and/or media files and folders with a saved model.
+
+    Parameters
+    ----------
+    model_path : path
+        A model saved by :func:`mer_pipeline.persistence.save_model` (checked
+        by :func:`~mer_pipeline.persistence.load_model`).
+    inputs : sequence of paths
+        Feature CSVs (columns ``clip_id`` and ``<modality>__…``), features
+        folders (``mer features`` output, frame tables included), or media files,
+        folders and listings. Media get their features extracted on the way,
+        through the same per-clip cache as ``mer features``, with the
+        extractors' settings the model recorded (frame rate, encoders, audio
+        set, …). Feature tables whose recorded settings differ from the
+        model's are refused. Labels in the file names are kept (column
+        ``emotion``) but not needed.
+    out : path or None
+        Write the predictions CSV here, ``failures.csv`` beside it, and, when
+        faces were looked for in media, ``face_detections.csv`` (one row per
+        sampled frame: time, face found or not, box).
+    trust : bool
+        Passed to :func:`~mer_pipeline.persistence.load_model`.
+    cache_dir, n_jobs, backend, scheduler, progress, retry_failed
+        See :func:`mer_pipeline.parallel.map_clips`; the cache defaults to
+        ``$MER_CACHE_DIR``, else the user's cache folder (``~/.cache/mer_pipeline``),
+        wherever the command runs.
+    vggface_weights : path or None
+        For a model trained on ``vggface`` face features (default
+        ``$MER_VGGFACE_WEIGHTS``); its digest must match the one recorded.
+    whisper_model : path or None
+        Whisper weights, for a model trained on the ``whisper`` audio set with
+        weights other than the installed package's (only their digest is recorded).
+    face_tracks : path, sequence of paths or None
+        Landmark tracks of the media's recordings, for a model whose face
+        features came from tracks (:mod:`mer_pipeline.face.tracks`). Without
+        them such a model predicts those clips from their audio, with a warning.
+    classes : str, sequence of str or None
+        Decide among these of the model's classes only (names or a preset,
+        :func:`mer_pipeline.config.parse_classes`): the others' probabilities
+        are 0 and the rest renormalised, e.g. to score a corpus with four
+        emotions with a model that knows eight.
+    speakers : path or None
+        A folder of enrolled speaker profiles (:func:`enroll_inputs`): clips of
+        an enrolled speaker that the inputs hold too few of for their own
+        statistics are normalised by the profile's
+        (:meth:`~mer_pipeline.ensemble.EmotionClassifier.predict_proba`).
+        Profiles of features extracted otherwise than the model's are refused.
+    speaker : str or None
+        The speaker of every input clip (otherwise read from the file names or
+        the table's ``group`` column); with ``speakers``, their profile must be
+        there.
+
+    Returns
+    -------
+    predictions : pandas.DataFrame
+        One row per clip: ``predicted``, ``proba_<class>`` per class,
+        ``modalities``.
+    failures : pandas.DataFrame
+        Clips that could not be scored, with the stage and reason.
+
+    Raises
+    ------
+    FeatureTableError
+        If no clip could be scored (the message lists why, clip by clip), or
+        a feature table was extracted with other settings than the model's.
+    """
+    from .exceptions import ParameterError
+    from .parallel import write_failures
+    from .persistence import load_model
+    from .scoring import predict_table
+
+    model, meta = load_model(model_path, trust=trust)
+    columns = meta.get("feature_columns") or list(model.feature_names_in_)
+    if out is not None and Path(out).is_dir():
+        raise ParameterError(f"--out {out} is a folder; give the predictions file "
+                             f"(e.g. {Path(out) / 'predictions.csv'})")
+    profiles = None
+    if speakers is not None:
+        from .enrollment import load_profiles
+
+        profiles = load_profiles(speakers, provenance=meta.get("provenance"))
+        if speaker is not None and speaker not in profiles:
+            raise ParameterError(f"no profile of speaker {speaker!r} in {speakers} (it has: "
+                                 f"{', '.join(sorted(profiles)) or 'none'})")
+    table, fails, detections = input_features(
+        meta, columns, inputs, cache_dir=cache_dir, n_jobs=n_jobs, backend=backend,
+        scheduler=scheduler, progress=progress, retry_failed=retry_failed,
+        vggface_weights=vggface_weights, face_tracks=face_tracks, whisper_model=whisper_model)
+    if speaker is not None:
+        table = table.assign(group=str(speaker))
+    if profiles:
+        known = table["group"].astype(str).isin(list(profiles)) if "group" in table.columns \
+            else pd.Series(False, index=table.index)
+        if not known.any():
+            seen = sorted(set(table["group"].astype(str))) if "group" in table.columns else []
+            warnings.warn(f"none of the {len(table)} clips is of an enrolled speaker ("
+                          f"{', '.join(sorted(profiles))}); their speakers: "
+                          f"{', '.join(seen[:5]) or 'unknown'} (--speaker names them)",
+                          stacklevel=2)
+    predictions = predict_table(model, table, columns, classes=classes,
+                                profiles=profiles)
     if out is not None:
         from ._io import atomic_path
 
@@ -384,3 +476,68 @@ def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLik
             with atomic_path(out.parent / _schema.DETECTION_TABLE) as tmp_out:
                 detections.to_csv(tmp_out, index=False)
     return predictions, fails
+
+
+def enroll_inputs(model_path: str | os.PathLike, inputs, speaker: str, out: str | os.PathLike,
+                  *, emotion: str | None = None, labelled: bool = True, trust: bool = False,
+                  cache_dir=None, n_jobs: int | None = -1, progress: bool = True,
+                  vggface_weights: str | None = None, face_tracks=None,
+                  whisper_model: str | None = None):
+    """Enroll a speaker from reference clips: write their profile for a model.
+
+    The clips' features are extracted with the model's settings (or read from
+    feature tables, which must match them), and stored with their provenance as
+    ``<out>/<speaker>.profile.npz`` (:mod:`mer_pipeline.enrollment`); the model is
+    checked to be able to use it (:meth:`~mer_pipeline.ensemble.EmotionClassifier.profile_stats`).
+
+    Parameters
+    ----------
+    model_path : path
+    inputs : sequence of paths
+        Reference clips of the speaker: media, folders, listings or feature tables.
+    speaker : str
+        The id later clips of the speaker carry (``mer score --speaker``, or their
+        ``group`` from the file names).
+    out : path
+        The profiles folder.
+    emotion : str or None
+        The emotion of every reference clip (e.g. ``"neutral"``); ``None``: the
+        labels in the file names where every clip has one, else unlabelled.
+    labelled : bool, default=True
+        ``False`` ignores the labels in the file names.
+    trust, cache_dir, n_jobs, progress, vggface_weights, face_tracks, whisper_model
+        See :func:`score_inputs`.
+
+    Returns
+    -------
+    profile : SpeakerProfile
+    path : pathlib.Path
+        The profile written.
+    failures : pandas.DataFrame
+        Reference clips that yielded no features.
+    summary : dict
+        ``clips``, ``emotions`` (or ``"unlabelled"``) and ``weight``: how far the
+        model trusts the profile's statistics (0: not at all, 1: fully).
+    """
+    from .enrollment import enroll, save_profile
+    from .persistence import load_model
+
+    model, meta = load_model(model_path, trust=trust)
+    columns = meta.get("feature_columns") or list(model.feature_names_in_)
+    table, fails, _ = input_features(meta, columns, inputs, cache_dir=cache_dir,
+                                     n_jobs=n_jobs, progress=progress,
+                                     vggface_weights=vggface_weights, face_tracks=face_tracks,
+                                     whisper_model=whisper_model)
+    provenance = table.attrs.get("provenance") or meta.get("provenance")
+    features = set(_schema.feature_columns(table))
+    keep = [c for c in table.columns if c not in features] + [c for c in columns if c in features]
+    profile = enroll(table[keep], speaker, emotion=emotion, labelled=labelled)
+    profile.provenance = provenance
+    if not hasattr(model, "profile_stats"):
+        raise ParameterError(f"{type(model).__name__} takes no speaker profiles")
+    _, _, weight = model.profile_stats(profile)
+    path = save_profile(profile, out)
+    summary = {"clips": profile.n_clips, "weight": round(weight, 3),
+               "emotions": "unlabelled" if profile.emotions is None else
+               dict(pd.Series(profile.emotions).value_counts().sort_index())}
+    return profile, path, fails, summary
