@@ -11,7 +11,12 @@ What it measures, and how: the package's default audio features (through the cac
 fold's model scored on its test actors under every presentation of
 :data:`mer_pipeline.evaluation.PRESENTATIONS` (the same fits): ``balanced_batch`` (each
 actor's clips together), ``single_clip`` (each clip alone) and ``skewed_batch`` (each actor's
-clips in batches of 2-3 emotions, the seeded rule of :func:`~mer_pipeline.evaluation.skewed_batches`).
+clips in batches of 2-3 emotions, the seeded rule of :func:`~mer_pipeline.evaluation.skewed_batches`)
+and ``enrolled`` (each actor enrolled with 4 of their neutral clips, not scored; each other clip
+scored alone with that profile; beside it the single-clip figure on the same clips). A second
+table varies the references (``adaptation="switch"``, which ``auto`` chose in every fold here):
+K neutral clips, or K clips of any emotion (labelled), drawn by
+:func:`~mer_pipeline.evaluation.enrollment_references`.
 """
 from __future__ import annotations
 
@@ -38,6 +43,10 @@ CONFIGS = [
     ("adaptation='class_aware'", dict(adaptation="class_aware")),
     ("no speaker normalisation", dict(speaker_norm=False)),
 ]
+
+
+#: Enrollment references of the second table: (clips per actor, emotion or None for any).
+REFERENCES = [(4, "neutral"), (2, "neutral"), (4, None), (8, None), (16, None)]
 
 
 def _train_rows(table, seed):
@@ -71,28 +80,56 @@ def main(argv=None):
                 "{lone_clip}+{batch}".format(**EmotionClassifier(**params).fit(
                     table.iloc[tr], table["emotion"].iloc[tr]).adaptation_)
                 for tr in _train_rows(table, args.seed))
+        same = res.to_dict()["presentations"]["enrolled"]["single_clip_same_clips"]
         rows.append({"model": name, "params": params, "chosen": chosen,
                      **{k: round(r.accuracy, 4) for k, r in res.presentations.items()},
+                     "single_clip_same_clips": same,
                      "cv_wall_s": round(time.perf_counter() - t0, 1)})
         print(name, {k: rows[-1][k] for k in PRESENTATIONS}, flush=True)
+    enrol = []
+    for k, emotion in REFERENCES:
+        res = cross_validate_model(EmotionClassifier(adaptation="switch"), table,
+                                   table["emotion"], groups=table["group"], folds=5,
+                                   seed=args.seed, n_jobs=args.n_jobs,
+                                   presentations=["enrolled", "single_clip", "balanced_batch"],
+                                   enroll_clips=k, enroll_emotion=emotion)
+        d = res.to_dict()["presentations"]
+        balanced = res.presentations["balanced_batch"].predictions
+        balanced = balanced.loc[res.predictions.index]
+        enrol.append({"clips": k, "emotion": emotion or "any", "scored": d["enrolled"]["n_clips"],
+                      "enrolled": d["enrolled"]["accuracy"],
+                      "single_clip": d["enrolled"]["single_clip_same_clips"],
+                      "balanced_batch": round(float(
+                          (balanced["predicted"] == balanced["emotion"]).mean()), 4)})
+        print("enrolled", enrol[-1], flush=True)
     meta = {"date": time.strftime("%Y-%m-%d"), "data": str(args.data), "clips": len(table),
             "actors": int(table["group"].nunique()), "features": DEFAULT_SET, "seed": args.seed,
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                        f"Python {platform.python_version()}"}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "adaptation.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    (args.out / "adaptation.json").write_text(json.dumps({"meta": meta, "rows": rows,
+                                                          "enrollment": enrol}, indent=1))
     lines = [f"# Speaker adaptation benchmark (`make bench-adaptation`)", "",
              f"{meta['date']}, {meta['machine']}. {meta['clips']} clips of {meta['actors']} "
              f"actors, `{DEFAULT_SET}` features, actor-grouped 5-fold CV (fold seed "
              f"{args.seed}); the same fits scored under each presentation:", ""]
     lines += [f"- `{k}`: {v}" for k, v in PRESENTATIONS.items()]
-    lines += ["", "| model | " + " | ".join(PRESENTATIONS) + " | CV wall (s) |",
-              "|---|" + "---:|" * (len(PRESENTATIONS) + 1)]
+    lines += ["", "| model | " + " | ".join(PRESENTATIONS)
+              + " | single clip, the enrolled clips | CV wall (s) |",
+              "|---|" + "---:|" * (len(PRESENTATIONS) + 2)]
     for r in rows:
         lines.append(f"| {r['model']} | " + " | ".join(f"{100 * r[k]:.1f} %" for k in PRESENTATIONS)
-                     + f" | {r['cv_wall_s']} |")
+                     + f" | {100 * r['single_clip_same_clips']:.1f} % | {r['cv_wall_s']} |")
     lines += ["", "Rules `adaptation='auto'` chose (lone clip + batch), folds 1-5: "
               + next(r["chosen"] for r in rows if r["chosen"])]
+    lines += ["", "Enrollment references (`adaptation='switch'`; each row on the clips left once "
+              "the references are taken out: single clip and balanced batch on those same clips):",
+              "", "| references per actor | clips scored | enrolled | single clip | "
+              "balanced batch |", "|---|---:|---:|---:|---:|"]
+    for e in enrol:
+        lines.append(f"| {e['clips']} × {e['emotion']} | {e['scored']} | "
+                     f"{100 * e['enrolled']:.1f} % | {100 * e['single_clip']:.1f} % | "
+                     f"{100 * e['balanced_batch']:.1f} % |")
     (args.out / "adaptation.md").write_text("\n".join(lines) + "\n")
 
 

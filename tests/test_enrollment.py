@@ -251,3 +251,63 @@ def test_enroll_then_score_from_the_command_line(tmp_path, capsys):
                  "carol", "--out", str(speakers), "--unlabelled", "--no-progress"]) == 0
     assert "(unlabelled)" in capsys.readouterr().out
     assert load_profile(speakers / "carol.profile.npz").emotions is None
+
+
+def av_speakers_table(n_speakers=10, per_class=6, seed=0, shift=4.0):
+    """Audio and face features; each emotion moves a pair of each; each speaker (subject)
+    shifts every feature of both a lot."""
+    rng = np.random.default_rng(seed)
+    rows, labels, groups = [], [], []
+    for s in range(n_speakers):
+        offset = rng.normal(0, shift, 16)
+        for k, emo in enumerate(EMOS):
+            for _ in range(per_class):
+                x = rng.normal(0, 1, 16) + offset
+                x[2 * k:2 * k + 2] += 2.0
+                x[8 + 2 * k:8 + 2 * k + 2] += 2.0
+                rows.append(x)
+                labels.append(emo)
+                groups.append(f"spk:{s}")
+    names = [f"audio__f_{i}" for i in range(8)] + [f"face__g_{i}" for i in range(8)]
+    table = pd.DataFrame(np.array(rows), columns=names,
+                         index=[f"clip{i}" for i in range(len(rows))])
+    table.insert(0, "group", groups)
+    table.insert(1, "emotion", labels)
+    return table
+
+
+def test_multimodal_model_scores_enrolled_speakers_per_modality():
+    from mer_pipeline import MultimodalEmotionClassifier
+
+    table = av_speakers_table()
+    train, test = _split(table)
+    clf = MultimodalEmotionClassifier(inner_cv=3).fit(train, train["emotion"])
+    refs = test[test["emotion"] == "neutral"].iloc[:4]
+    rest = test.drop(refs.index)
+    lone = rest.assign(group=[f"x{i}" for i in range(len(rest))])
+    profile = enroll(refs, "spk:9")
+    profiles = {g: profile for g in lone["group"]}
+    truth = rest["emotion"].to_numpy()
+    acc_lone = (clf.predict(lone) == truth).mean()
+    acc_enrolled = (clf.predict(lone, profiles=profiles) == truth).mean()
+    assert acc_enrolled > acc_lone + 0.15, (acc_lone, acc_enrolled)
+    stats = clf.profile_stats(profile)
+    assert set(stats) == {"audio", "face"} and all(0 < w <= 1 for _, _, w in stats.values())
+    # references without the face: audio statistics only; clips without a modality still work
+    audio_only = enroll(refs.assign(**{c: np.nan for c in refs if c.startswith("face__")}),
+                        "spk:9")
+    assert set(clf.profile_stats(audio_only)) == {"audio"}
+    no_face = lone.assign(**{c: np.nan for c in lone if c.startswith("face__")})
+    proba = clf.predict_proba(no_face, profiles={g: audio_only for g in lone["group"]})
+    assert np.allclose(proba.sum(axis=1), 1.0)
+    # a batch large enough for own statistics keeps them
+    assert np.allclose(clf.predict_proba(rest, profiles={"spk:9": profile}),
+                       clf.predict_proba(rest))
+    # the enrolled presentation works for it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = cross_validate_model(MultimodalEmotionClassifier(inner_cv=3), table,
+                                      table["emotion"], groups=table["group"], folds=5,
+                                      presentations=["single_clip", "enrolled"])
+    d = result.to_dict()["presentations"]["enrolled"]
+    assert d["accuracy"] > d["single_clip_same_clips"] + 0.1, d

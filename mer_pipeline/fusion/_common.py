@@ -21,7 +21,8 @@ from sklearn.preprocessing import StandardScaler
 from .. import _schema
 from ..ensemble import EmotionClassifier
 from ..exceptions import ParameterError
-from ..speaker import SpeakerNormalizer, speaker_rows
+from ..speaker import (ClassEffects, SpeakerNormalizer, SpeakerPrior, _clip_absurd,
+                       speaker_rows)
 
 __all__ = ["FusionContext", "ModalityData", "ModalityScaler", "ModalityPCA", "SequenceScaler",
            "ModalityEvidence", "augment_masks", "proba_in", "log_proba", "pca_fit"]
@@ -93,21 +94,50 @@ class ModalityScaler:
             frame[self.ctx.p.group_col] = groups
         return frame
 
-    def fit(self, values, groups, avail) -> "ModalityScaler":
+    def fit(self, values, groups, avail, codes=None) -> "ModalityScaler":
         p = self.ctx.p
-        self.normalizers_ = {}
+        self.normalizers_, self.priors_ = {}, {}
         for j, m in enumerate(self.ctx.modalities):
             rows = avail[:, j]
             with warnings.catch_warnings(), np.errstate(all="ignore"):
                 warnings.simplefilter("ignore", RuntimeWarning)
                 if p.speaker_norm:
-                    self.normalizers_[m] = SpeakerNormalizer(
+                    norm = self.normalizers_[m] = SpeakerNormalizer(
                         group_col=p.group_col, min_clips=p.min_speaker_clips
                     ).fit(self._frame(values, groups, m)[rows])
+                    if codes is not None:  # what enrolled reference clips are shrunk by
+                        filled = self._filled(m, values[rows][:, self.blocks[m]])
+                        g = None if groups is None else groups[rows]
+                        effects = ClassEffects(filled, codes[rows], g, self.ctx.n_classes,
+                                               p.min_speaker_clips)
+                        self.priors_[m] = SpeakerPrior(filled, codes[rows], g, effects,
+                                                       p.min_speaker_clips)
                 else:
                     raw = values[:, self.blocks[m]]
                     self.normalizers_[m] = StandardScaler().fit(np.nan_to_num(raw[rows]))
         return self
+
+    def _filled(self, m, raw):
+        """A modality's raw values, absurd cells and NaN replaced by the population mean."""
+        norm = self.normalizers_[m]
+        raw = _clip_absurd(raw, norm.bounds_)
+        return np.where(np.isnan(raw), norm.mean_, raw)
+
+    def enrolled_stats(self, m, ref, proba):
+        """Mean, scale and weight of one modality from a speaker's reference clips
+        (:meth:`~mer_pipeline.speaker.SpeakerPrior.speaker_stats`), or ``None`` where
+        the references lack the modality or the scaler has no speaker statistics."""
+        prior = getattr(self, "priors_", {}).get(m)
+        raw = ref[:, self.blocks[m]]
+        have = np.isfinite(raw).any(axis=1)
+        if prior is None or not have.any():
+            return None
+        return prior.speaker_stats(self._filled(m, raw[have]), proba[have])
+
+    def transform_with(self, values, m, mean, scale):
+        """Modality ``m`` of ``values`` standardised by the given statistics."""
+        raw = _clip_absurd(values[:, self.blocks[m]], self.normalizers_[m].bounds_)
+        return np.nan_to_num((raw - mean) / scale, nan=0.0, posinf=0.0, neginf=0.0)
 
     def transform(self, values, groups, avail) -> dict:
         """Modality → standardised matrix (rows without the modality are 0)."""

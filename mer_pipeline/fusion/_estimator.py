@@ -256,7 +256,7 @@ class MultimodalEmotionClassifier(ClassifierMixin, BaseEstimator):
                             modalities=list(self.modalities_),
                             names={m: self._block_names(m) for m in self.modalities_},
                             n_classes=len(self.classes_))
-        self.scaler_ = ModalityScaler(ctx, self.blocks_).fit(values, groups, avail)
+        self.scaler_ = ModalityScaler(ctx, self.blocks_).fit(values, groups, avail, codes)
         data = self._data(X, values, groups, avail)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", module=r"sklearn\.feature_selection.*")
@@ -275,17 +275,117 @@ class MultimodalEmotionClassifier(ClassifierMixin, BaseEstimator):
         proba[~avail.any(axis=1)] = self.prior_
         return proba, avail
 
-    def predict_proba(self, X):
+    def predict_proba(self, X, profiles=None):
         """Class probabilities, shape ``(n_clips, n_classes)``, columns as ``classes_``.
 
         A clip with no modality at all gets the training class frequencies
         (and ``"none"`` from :meth:`modalities_used`).
-        """
-        return self._proba_available(X)[0]
 
-    def predict(self, X):
-        """Predicted emotion labels."""
-        proba = self.predict_proba(X)
+        Parameters
+        ----------
+        X : pandas.DataFrame or array-like
+        profiles : dict of str to SpeakerProfile, or None
+            Enrolled speakers by id (:func:`mer_pipeline.enrollment.enroll`): a
+            clip of an enrolled speaker that the batch holds too few clips of for
+            their own statistics has each modality standardised by statistics
+            estimated from the speaker's reference clips (per modality,
+            :class:`~mer_pipeline.speaker.SpeakerPrior`; frame sequences keep the
+            population's), and its probabilities mixed with the lone-clip ones by
+            the estimates' mean shrinkage weight, as
+            :meth:`mer_pipeline.ensemble.EmotionClassifier.predict_proba` does.
+        """
+        if profiles and not self.speaker_norm:
+            warnings.warn("speaker profiles have no effect on a model without speaker "
+                          "normalisation", stacklevel=2)
+            profiles = None
+        proba = self._proba_available(X)[0]
+        if profiles:
+            self._enrolled_proba(X, proba, profiles)
+        return proba
+
+    def _enrolled_proba(self, X, proba, profiles) -> None:
+        """Fill in the rows of enrolled speakers outside a batch (in place)."""
+        from ..speaker import speaker_rows
+
+        values, groups, avail = self._split(X, reset=False)
+        if groups is None:
+            return
+        batched = np.zeros(len(values), dtype=bool)
+        for rows in speaker_rows(groups, self.min_speaker_clips):
+            batched[rows] = True
+        data = self._data(X, values, groups, avail)
+        for g in pd.unique(groups[~batched]):
+            profile = profiles.get(g)
+            if profile is None:
+                continue
+            rows = np.flatnonzero((groups == g) & ~batched)
+            stats = self.profile_stats(profile)
+            if not stats:
+                continue
+            Z = {m: data.Z[m][rows].copy() for m in self.modalities_}
+            for m, (mean, scale, _) in stats.items():
+                j = self.modalities_.index(m)
+                z = self.scaler_.transform_with(values[rows], m, mean, scale)
+                z[~avail[rows, j]] = 0.0
+                Z[m] = z
+            part = ModalityData(Z=Z, avail=avail[rows], groups=groups[rows],
+                                table=None if data.table is None else data.table.iloc[rows])
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", module=r"sklearn\.feature_selection.*")
+                enrolled = self.fusion_.predict_proba(part)
+            # each clip's weight: the mean over the modalities it has of theirs
+            w = np.array([np.mean([stats[m][2] for j, m in enumerate(self.modalities_)
+                                   if a[j] and m in stats] or [0.0]) for a in avail[rows]])
+            proba[rows] = w[:, None] * enrolled + (1.0 - w[:, None]) * proba[rows]
+
+    def profile_stats(self, profile) -> dict:
+        """Per modality, a speaker's mean, scale and shrinkage weight from their
+        reference clips (modalities the references lack are left out).
+
+        Labelled references have their emotion's expected effect removed; unlabelled
+        ones (or labels the model does not know) that of the model's prediction for
+        them as lone clips.
+
+        Raises
+        ------
+        ParameterError
+            A model without speaker statistics (``speaker_norm=False``, or saved
+            before enrollment existed).
+        FeatureTableError
+            A profile lacking the model's feature columns.
+        """
+        check_is_fitted(self, ["classes_", "modalities_", "fusion_"])
+        if not self.speaker_norm or not getattr(self.scaler_, "priors_", None):
+            raise ParameterError("this model has no speaker statistics to enroll with (trained "
+                                 "without speaker normalisation, or before enrollment existed: "
+                                 "train it again)")
+        ref = (profile.features([str(c) for c in self.feature_names_in_])
+               if hasattr(self, "feature_names_in_") else np.asarray(profile.values, float))
+        classes = np.asarray(self.classes_).astype(str)
+        labels = np.asarray(profile.emotions if profile.emotions is not None
+                            else [""] * len(ref)).astype(str)
+        known = np.isin(labels, classes)
+        proba = np.zeros((len(ref), len(classes)))
+        proba[np.flatnonzero(known), np.searchsorted(classes, labels[known])] = 1.0
+        if profile.emotions is not None and not known.all():
+            warnings.warn(f"speaker profile {profile.speaker!r}: emotion(s) "
+                          f"{', '.join(sorted(set(labels[~known])))} unknown to the model; "
+                          "those references are treated as unlabelled", stacklevel=3)
+        if not known.all():
+            frame = pd.DataFrame(ref, columns=self.feature_names_in_) \
+                if hasattr(self, "feature_names_in_") else ref
+            guess = self._proba_available(frame)[0]
+            proba = np.where(known[:, None], proba, guess)
+        out = {}
+        for m in self.modalities_:
+            got = self.scaler_.enrolled_stats(m, ref, proba)
+            if got is not None:
+                out[m] = got
+        return out
+
+    def predict(self, X, profiles=None):
+        """Predicted emotion labels (``profiles``: see :meth:`predict_proba`)."""
+        proba = self.predict_proba(X, profiles=profiles)
         return self.classes_[np.argmax(proba, axis=1)]
 
     def modalities_used(self, X) -> np.ndarray:
