@@ -16,7 +16,11 @@ and ``enrolled`` (each actor enrolled with 4 of their neutral clips, not scored;
 scored alone with that profile; beside it the single-clip figure on the same clips). A second
 table varies the references (``adaptation="switch"``, which ``auto`` chose in every fold here):
 K neutral clips, or K clips of any emotion (labelled), drawn by
-:func:`~mer_pipeline.evaluation.enrollment_references`.
+:func:`~mer_pipeline.evaluation.enrollment_references`. A third table holds the face default
+(``expression`` + ``landmarks`` encoders, ``EmotionClassifier()``) on the shared JAFFE and CK+48
+images under the same presentations, subject-grouped (JAFFE one fold per subject, enrolled from
+4 neutral images where a subject has them, else all they have; CK+48 5 folds, enrolled from 4
+images of any emotion, as it has no neutral ones).
 """
 from __future__ import annotations
 
@@ -47,6 +51,40 @@ CONFIGS = [
 
 #: Enrollment references of the second table: (clips per actor, emotion or None for any).
 REFERENCES = [(4, "neutral"), (2, "neutral"), (4, None), (8, None), (16, None)]
+#: Face corpora under the same presentations: (label, folder under faces/, folds (None: one
+#: per subject), enrollment emotion (None: any: CK+48 has no neutral images)).
+FACES = [("JAFFE", "jaffe", None, "neutral"), ("CK+48", "ckplus48", 5, None)]
+
+
+def faces(shared: Path, work: Path, n_jobs: int, seed: int) -> list[dict]:
+    """The face default (expression + landmarks encoders, aligned crops, EmotionClassifier's
+    defaults) on the shared face corpora, subject-grouped, under every presentation."""
+    rows = []
+    for label, folder, folds, emotion in FACES:
+        if not (shared / folder).is_dir():
+            continue
+        out = work / folder
+        extract_features(discover(shared / folder), out, modalities=["face"], n_jobs=n_jobs,
+                         progress=False)
+        table = load_features(out, sequences=False)
+        k = folds or table["group"].nunique()
+        t0 = time.perf_counter()
+        res = cross_validate_model(EmotionClassifier(), table, table["emotion"],
+                                   groups=table["group"], protocol="subject", folds=k,
+                                   seed=seed, n_jobs=n_jobs, presentations=list(PRESENTATIONS),
+                                   enroll_emotion=emotion)
+        d = res.to_dict()["presentations"]
+        sizes = table["group"].value_counts()
+        rows.append({"corpus": label, "images": int(len(table)),
+                     "subjects": int(table["group"].nunique()),
+                     "subjects_with_10": int((sizes >= 10).sum()), "folds": int(k),
+                     "references": f"4 × {emotion or 'any'}",
+                     **{name: d[name]["accuracy"] for name in PRESENTATIONS},
+                     "single_clip_same_clips": d["enrolled"]["single_clip_same_clips"],
+                     "enrolled_scored": d["enrolled"]["n_clips"],
+                     "cv_wall_s": round(time.perf_counter() - t0, 1)})
+        print(label, rows[-1], flush=True)
+    return rows
 
 
 def _train_rows(table, seed):
@@ -64,6 +102,10 @@ def main(argv=None):
                    help="features folder (shared with bench-audio's cache)")
     p.add_argument("--n-jobs", type=int, default=-1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--faces", type=Path, default=Path("../shared/data/faces"),
+                   help="face corpora (JAFFE, CK+48) measured under the same presentations")
+    p.add_argument("--faces-work", type=Path, default=Path("features/bench_adaptation"),
+                   help="their features folder")
     args = p.parse_args(argv)
     scan = discover(args.data)
     extract_features(scan, args.work, audio_set=DEFAULT_SET, n_jobs=args.n_jobs, progress=False)
@@ -102,13 +144,15 @@ def main(argv=None):
                       "balanced_batch": round(float(
                           (balanced["predicted"] == balanced["emotion"]).mean()), 4)})
         print("enrolled", enrol[-1], flush=True)
+    face_rows = faces(args.faces, args.faces_work, args.n_jobs, args.seed)
     meta = {"date": time.strftime("%Y-%m-%d"), "data": str(args.data), "clips": len(table),
             "actors": int(table["group"].nunique()), "features": DEFAULT_SET, "seed": args.seed,
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                        f"Python {platform.python_version()}"}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "adaptation.json").write_text(json.dumps({"meta": meta, "rows": rows,
-                                                          "enrollment": enrol}, indent=1))
+                                                          "enrollment": enrol,
+                                                          "faces": face_rows}, indent=1))
     lines = [f"# Speaker adaptation benchmark (`make bench-adaptation`)", "",
              f"{meta['date']}, {meta['machine']}. {meta['clips']} clips of {meta['actors']} "
              f"actors, `{DEFAULT_SET}` features, actor-grouped 5-fold CV (fold seed "
@@ -130,6 +174,19 @@ def main(argv=None):
         lines.append(f"| {e['clips']} × {e['emotion']} | {e['scored']} | "
                      f"{100 * e['enrolled']:.1f} % | {100 * e['single_clip']:.1f} % | "
                      f"{100 * e['balanced_batch']:.1f} % |")
+    if face_rows:
+        lines += ["", "Faces (`expression` + `landmarks` encoders, aligned crops, "
+                  "EmotionClassifier's defaults; subject-grouped folds; a subject's own "
+                  "statistics need 10 of their images in the batch):", "",
+                  "| corpus | subjects (with ≥ 10 images) | folds | " + " | ".join(PRESENTATIONS)
+                  + " | enrolled from | single clip, the enrolled images | CV wall (s) |",
+                  "|---|---:|---:|" + "---:|" * len(PRESENTATIONS) + "---|---:|---:|"]
+        for r in face_rows:
+            lines.append(f"| {r['corpus']} ({r['images']} images) | {r['subjects']} "
+                         f"({r['subjects_with_10']}) | {r['folds']} | "
+                         + " | ".join(f"{100 * r[k]:.1f} %" for k in PRESENTATIONS)
+                         + f" | {r['references']} | {100 * r['single_clip_same_clips']:.1f} % | "
+                         f"{r['cv_wall_s']} |")
     (args.out / "adaptation.md").write_text("\n".join(lines) + "\n")
 
 

@@ -17,6 +17,7 @@ Public API::
 """
 from ._version import __version__
 from .corpus import CorpusScan, discover, parse_filename, read_manifest
+from .enrollment import SpeakerProfile, enroll, load_profiles, save_profile
 from .ensemble import EmotionClassifier
 from .evaluation import cross_validate_model
 from .exceptions import (
@@ -38,7 +39,7 @@ from .fusion import MultimodalEmotionClassifier, build_estimator
 from .persistence import ArtifactError, load_model, save_model
 from .speaker import SpeakerNormalizer
 from .stream import LiveScorer, score_timeline
-from .workflows import evaluate_features, score_inputs, train_and_save
+from .workflows import enroll_inputs, evaluate_features, score_inputs, train_and_save
 
 __all__ = [
     "__version__",
@@ -47,7 +48,7 @@ __all__ = [
     "SpeakerNormalizer", "EmotionClassifier", "MultimodalEmotionClassifier", "build_estimator",
     "cross_validate_model", "evaluate_features",
     "train_and_save", "save_model", "load_model", "score_inputs", "score_timeline",
-    "LiveScorer",
+    "LiveScorer", "SpeakerProfile", "enroll", "save_profile", "load_profiles", "enroll_inputs",
     "MerError", "ParameterError", "MediaError", "MediaNotFoundError", "EmptyMediaError",
     "CorruptMediaError", "NoAudioStreamError", "NoVideoStreamError", "SilentAudioError",
     "NoFaceError", "TooShortError",
