@@ -140,7 +140,9 @@ def main(argv=None):
     p.add_argument("--work", type=Path, default=Path("features/bench_av"))
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--n-jobs", type=int, default=-1)
-    p.add_argument("--only", default="", help="comma-separated row names to run (default all)")
+    p.add_argument("--only", default="",
+                   help="row names to run, comma-separated (semicolon-separated when a name "
+                        "holds a comma); default all")
     p.add_argument("--sequence", action="store_true",
                    help="also the sequence models' rows (slow: see SEQUENCE_ROWS)")
     args = p.parse_args(argv)
@@ -156,7 +158,7 @@ def main(argv=None):
     speed = track_speed(tracks)
     print(f"track extraction: {speed}", flush=True)
     rows = []
-    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    only = [s.strip() for s in args.only.split(";" if ";" in args.only else ",") if s.strip()]
     for name, inputs, est, X, seeds in candidates(table):
         if (only and name not in only) or (name in SEQUENCE_ROWS and not args.sequence
                                             and name not in only):

@@ -56,6 +56,7 @@ EPILOG_STREAM = """examples:
   mer stream --model artifacts/model.joblib --source rtsp://192.168.1.20:554/stream
   ffmpeg -i talk.mp4 -f matroska - | mer stream --model artifacts/model.joblib --source -
   mer stream --list-devices
+  mer stream --model artifacts/model.joblib --mic default --speakers speakers/ --speaker alice
 """
 EPILOG_PREDICT = """examples:
   mer predict ../shared/data/samples/tess/OAF_book_happy.wav
@@ -272,9 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-speaker-norm", action="store_true",
                    help="skip per-speaker standardisation")
     p.add_argument("--adaptation", choices=list(ADAPTATIONS), default=None,
-                   help="how a new speaker is handled: auto (default: rules chosen by inner "
-                        "speaker-grouped CV), batch, switch, class_aware; see "
-                        "EmotionClassifier (single-modality models)")
+                   help="how a new speaker is handled: auto (the single-modality model's "
+                        "default: rules chosen by inner speaker-grouped CV), batch, switch (the "
+                        "multimodal model's default), class_aware; see EmotionClassifier")
     p.add_argument("--no-random", action="store_true",
                    help="skip the optimistic random-split comparison")
     p.add_argument("--presentations", default=None,
@@ -313,9 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--folds", type=int, default=5,
                    help="actor-grouped CV folds for the metadata's figures (0: skip)")
     p.add_argument("--adaptation", choices=list(ADAPTATIONS), default=None,
-                   help="how a new speaker is handled: auto (default: rules chosen by inner "
-                        "speaker-grouped CV), batch, switch, class_aware; see "
-                        "EmotionClassifier (single-modality models)")
+                   help="how a new speaker is handled: auto (the single-modality model's "
+                        "default: rules chosen by inner speaker-grouped CV), batch, switch (the "
+                        "multimodal model's default), class_aware; see EmotionClassifier")
     _add_classes_option(p, "train on")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-jobs", type=int, default=config.N_JOBS,
@@ -374,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-devices", action="store_true",
                    help="list the cameras and microphones found, and exit")
     _add_classes_option(p, "decide among")
+    _add_speaker_options(p)
     _add_whisper_option(p)
     p.add_argument("--trust", action="store_true", help="see `mer score --help`")
 
@@ -481,7 +483,7 @@ def _score_windows(args) -> int:
     timeline, failures = score_timeline(
         args.model, args.data, window=args.window, hop=args.hop, smooth=args.smooth,
         history=args.history, causal=args.causal, out=args.out, classes=args.classes,
-        trust=args.trust,
+        trust=args.trust, speakers=args.speakers, speaker=args.speaker,
         whisper_model=args.whisper_model, progress=not args.no_progress)
     for clip_id, part in timeline.groupby("clip_id", sort=False):
         scored = part[part["predicted"] != ""]
@@ -538,7 +540,8 @@ def cmd_stream(args) -> int:
                         history=args.history, smooth=args.smooth,
                         classes=args.classes, trust=args.trust,
                         whisper_model=args.whisper_model, keep_frame=args.show,
-                        on_frame=show if args.show else None)
+                        on_frame=show if args.show else None, speakers=args.speakers,
+                        speaker=args.speaker)
     fh = writer = None
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -369,11 +369,22 @@ class _WindowModel:
     """A saved model and its extractors, applied to windows."""
 
     def __init__(self, model_path, *, trust=False, vggface_weights=None, whisper_model=None,
-                 classes=None):
+                 classes=None, speakers=None, speaker=None):
         from .persistence import load_model
         from .workflows import _extractors
 
         self.model, self.meta = load_model(model_path, trust=trust)
+        self.profiles, self.speaker = None, None if speaker is None else str(speaker)
+        if speakers is not None:
+            from .enrollment import load_profiles
+
+            if speaker is None:
+                raise ParameterError("windows of a recording or stream carry no speaker id: "
+                                     "give --speaker ID with --speakers")
+            self.profiles = load_profiles(speakers, provenance=self.meta.get("provenance"))
+            if self.speaker not in self.profiles:
+                raise ParameterError(f"no profile of speaker {self.speaker!r} in {speakers} "
+                                     f"(it has: {', '.join(sorted(self.profiles))})")
         self.columns = self.meta.get("feature_columns") or list(self.model.feature_names_in_)
         tasks = _extractors(self.meta, self.columns, vggface_weights, whisper_model)
         if any(getattr(t, "name", "") == "face_tracks" for t in tasks.values()):
@@ -424,6 +435,7 @@ class _WindowModel:
     def row(self, win: WindowFeatures, group: str) -> tuple:
         """A window as ``(group, values in the order of the model's columns, {sequence
         column: frames})``: compact, so a long history is cheap to hold and stack."""
+        group = self.speaker or group
         values = np.full(len(self._position), np.nan, dtype=np.float32)
         sequences = {}
         for modality, value in win.values.items():
@@ -466,7 +478,8 @@ class _WindowModel:
         if has.any():
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # modality absent in some windows
-                pred = predict_table(self.model, table, self.columns, classes=self.classes)
+                pred = predict_table(self.model, table, self.columns, classes=self.classes,
+                                     profiles=self.profiles)
             del table
             out.loc[has, pred.columns] = pred.to_numpy()
         return out
@@ -511,7 +524,7 @@ def score_timeline(model_path: str | os.PathLike, inputs, *, window: float = WIN
                    history: int = STREAM_HISTORY, causal: bool = False,
                    out: str | os.PathLike | None = None, classes=None, trust: bool = False,
                    vggface_weights: str | None = None, whisper_model: str | None = None,
-                   progress: bool = True):
+                   progress: bool = True, speakers=None, speaker: str | None = None):
     """Emotion over time in long recordings: one row per window.
 
     Parameters
@@ -544,6 +557,11 @@ def score_timeline(model_path: str | os.PathLike, inputs, *, window: float = WIN
         See :func:`mer_pipeline.workflows.score_inputs`.
     progress : bool
         Show a progress bar over windows.
+    speakers, speaker : path, str or None
+        A folder of enrolled speaker profiles and the speaker of the recordings
+        (:func:`mer_pipeline.workflows.score_inputs`): windows scored while their
+        batch holds fewer than the model's ``min_speaker_clips`` (a short
+        recording, a causal start) get the profile's statistics.
 
     Returns
     -------
@@ -569,7 +587,8 @@ def score_timeline(model_path: str | os.PathLike, inputs, *, window: float = WIN
         raise ParameterError(f"history must be a whole number of windows >= 1, got {history!r}")
     history = int(history)
     scorer = _WindowModel(model_path, trust=trust, vggface_weights=vggface_weights,
-                          whisper_model=whisper_model, classes=classes)
+                          whisper_model=whisper_model, classes=classes, speakers=speakers,
+                          speaker=speaker)
     parts, failures = [], []
     for path in _media_inputs(inputs):
         clip_id = path.stem
@@ -671,6 +690,10 @@ class LiveScorer:
     on_frame : callable or None
         Called with each sampled frame (RGB) as it arrives, from the thread that
         iterates (e.g. to draw it with :func:`annotate_frame`).
+    speakers, speaker : path, str or None
+        Enrolled profiles and the speaker of the stream: its first windows (fewer
+        than the model's ``min_speaker_clips`` in the history) get the profile's
+        statistics instead of none (see :func:`score_timeline`).
 
     Notes
     -----
@@ -688,12 +711,13 @@ class LiveScorer:
                  realtime: bool = False, window: float = WINDOW_S, hop: float = HOP_S,
                  history: int = STREAM_HISTORY, smooth: float = SMOOTH_S, classes=None,
                  trust: bool = False, vggface_weights=None, whisper_model=None,
-                 keep_frame: bool = False, on_frame=None):
+                 keep_frame: bool = False, on_frame=None, speakers=None, speaker=None):
         _check_windows(window, hop)
         self.window, self.hop, self.smooth = window, hop, smooth
         self.history = int(history)
         self.model = _WindowModel(model_path, trust=trust, vggface_weights=vggface_weights,
-                                  whisper_model=whisper_model, classes=classes)
+                                  whisper_model=whisper_model, classes=classes,
+                                  speakers=speakers, speaker=speaker)
         self.stream = self.model.open(source, realtime=realtime, camera=camera, mic=mic,
                                       frames=keep_frame)
         self.model.warm_up()  # before the source starts: the first window is as quick as any

@@ -125,11 +125,13 @@ def test_features_lists_the_sets_without_data(capsys):
     assert "needs DATA" in capsys.readouterr().err
 
 
-def test_adaptation_option_reaches_the_single_modality_model_only():
+def test_adaptation_option_reaches_either_model():
     from mer_pipeline.fusion import build_estimator
     from mer_pipeline import ParameterError
 
     assert build_estimator(fusion="none", adaptation="batch").adaptation == "batch"
     assert build_estimator(fusion="none").adaptation == "auto"
-    with pytest.raises(ParameterError, match="single-modality"):
-        build_estimator(fusion="late", adaptation="switch")
+    assert build_estimator(fusion="late", adaptation="class_aware").adaptation == "class_aware"
+    assert build_estimator(fusion="late").adaptation == "switch"
+    with pytest.raises(ParameterError, match="multimodal"):  # no inner-CV choice there
+        build_estimator(fusion="late", adaptation="auto")._check_params()

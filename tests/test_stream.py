@@ -379,3 +379,30 @@ def test_whole_clip_face_features_do_not_depend_on_the_chunking(monkeypatch):
     assert np.array_equal(chunked.frames.frame, whole.frames.frame)
     # the face is tracked across chunks as in one pass: the same crops, the same row
     assert np.allclose(chunked.values, whole.values, rtol=1e-5, atol=1e-6)
+
+
+def test_an_enrolled_speakers_first_windows_use_the_profile(tmp_path, two_part_recording):
+    """A causal stream's first window has no history: with the speaker enrolled it gets the
+    profile's statistics; once the history is a batch, the batch rule as before."""
+    from mer_pipeline.workflows import enroll_inputs
+
+    data = make_tone_corpus(tmp_path / "data", actors=6, seconds=1.0)
+    feats = tmp_path / "feats"
+    assert main(["features", str(data), "--out", str(feats), "--audio-set", "egemaps",
+                 "--n-jobs", "1", "--no-progress"]) == 0
+    model = tmp_path / "model.joblib"
+    train_and_save(feats, model, model="logreg", cv_folds=None, adaptation="switch",
+                   min_speaker_clips=3)
+    refs = sorted((data / "Actor_01").glob("*.wav"))
+    _, path, _, summary = enroll_inputs(model, refs, "reader", tmp_path / "speakers",
+                                        n_jobs=1, progress=False)
+    assert summary["weight"] > 0 and summary["emotions"] == {"happy": 2, "sad": 2}
+    kw = dict(window=2.0, hop=1.0, history=5, causal=True, progress=False)
+    plain, _ = score_timeline(model, [two_part_recording], **kw)
+    enrolled, _ = score_timeline(model, [two_part_recording], speakers=tmp_path / "speakers",
+                                 speaker="reader", **kw)
+    probas = ["proba_happy", "proba_sad"]
+    assert not np.allclose(plain[probas].iloc[:2], enrolled[probas].iloc[:2])
+    assert np.allclose(plain[probas].iloc[3:], enrolled[probas].iloc[3:])
+    with pytest.raises(ParameterError, match="--speaker"):
+        score_timeline(model, [two_part_recording], speakers=tmp_path / "speakers", **kw)

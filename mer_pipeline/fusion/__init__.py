@@ -79,8 +79,9 @@ def build_estimator(table=None, *, fusion: str = "auto", model: str | None = Non
     speaker_norm : bool
     random_state : int or None
     adaptation : str or None
-        ``EmotionClassifier(adaptation=...)`` (``None``: its default, ``"auto"``);
-        refused for the multimodal estimator, which has no such rules yet.
+        The estimator's ``adaptation`` (``None``: its default: ``"auto"`` for
+        ``EmotionClassifier``, ``"switch"`` for the multimodal estimator, which
+        has no ``"auto"``).
     **params
         More :class:`MultimodalEmotionClassifier` (or ``EmotionClassifier``)
         hyper-parameters.
@@ -101,9 +102,7 @@ def build_estimator(table=None, *, fusion: str = "auto", model: str | None = Non
         return EmotionClassifier(speaker_norm=speaker_norm, random_state=random_state,
                                  **kw, **params)
     if adaptation is not None:
-        raise ParameterError(f"adaptation ({adaptation!r}) is for single-modality models; the "
-                             f"{fusion} fusion model normalises each modality by the batch's "
-                             "statistics, with population statistics for a lone clip")
+        params = {**params, "adaptation": adaptation}
     inner = EmotionClassifier(random_state=random_state, **kw) if kw else None
     return MultimodalEmotionClassifier(fusion=fusion, estimator=inner,
                                        speaker_norm=speaker_norm, random_state=random_state,

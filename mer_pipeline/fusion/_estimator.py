@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
@@ -24,6 +24,8 @@ __all__ = ["MultimodalEmotionClassifier", "STRATEGIES", "FUSIONS", "META_LEARNER
 STRATEGIES: dict = {"late": LateFusion, "concat": ConcatFusion, "gated": GatedFusion,
                     "cross_attention": CrossAttentionFusion, "sequence": SequenceFusion}
 FUSIONS = tuple(STRATEGIES)
+#: ``adaptation=`` choices of the multimodal model (fixed rules; no ``"auto"``).
+MULTIMODAL_ADAPTATIONS = ("switch", "class_aware", "batch")
 
 
 class MultimodalEmotionClassifier(ClassifierMixin, BaseEstimator):
@@ -50,6 +52,23 @@ class MultimodalEmotionClassifier(ClassifierMixin, BaseEstimator):
         Column of the feature table with the speaker id.
     min_speaker_clips : int, default=10
         Fewest clips of a speaker for its own statistics to be used.
+    adaptation : {"switch", "class_aware", "batch"}, default="switch"
+        How speakers are handled at prediction time (with ``speaker_norm``), the
+        fixed rules of :class:`~mer_pipeline.ensemble.EmotionClassifier`
+        (:data:`~mer_pipeline.ensemble.ADAPTATION_RULES`) applied per modality:
+        ``"switch"`` and ``"class_aware"`` score a lone clip (a speaker with fewer
+        than ``min_speaker_clips`` clips in the batch) with a second model trained
+        without speaker normalisation (``fallback_``), and a speaker's batch with
+        class-aware statistics per modality (each clip's expected emotion effect
+        removed, :class:`~mer_pipeline.speaker.ClassEffects`, re-estimated over
+        :data:`~mer_pipeline.ensemble.ADAPT_ROUNDS` rounds), kept always
+        (``"class_aware"``) or when the batch's predicted emotion mix is one-sided
+        (``"switch"``, :data:`~mer_pipeline.ensemble.SKEW_LIMIT`; otherwise the
+        batch's own statistics); ``"batch"``: the population's statistics for a lone
+        clip and the batch's own for a batch, no second model (the behaviour
+        before). Frame sequences keep the batch's own statistics. ``"auto"`` (inner
+        cross-validation) is the single-modality model's only: here it would cost
+        four fits of the fusion.
     pca_components : int or None, default=300
         Upper bound on each modality's PCA components (``concat`` and the
         networks), never more than the data allows (clips, rank); ``None``
@@ -107,6 +126,10 @@ class MultimodalEmotionClassifier(ClassifierMixin, BaseEstimator):
         PCAs, ``net_`` (a ``torch.nn.Module``).
     sequences_ : dict
         Modality → whether the networks used its frame sequence.
+    fallback_ : MultimodalEmotionClassifier or None
+        The same model trained without speaker normalisation (``adaptation``
+        other than ``"batch"``): lone clips, and the first predictions of the
+        class-aware statistics.
     prior_ : np.ndarray
         Training class frequencies, returned for a clip with no modality.
     n_features_in_ : int
@@ -131,7 +154,8 @@ class MultimodalEmotionClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(self, *, fusion: str = "late", estimator=None, meta_learner: str = "logreg",
                  meta_C: float = 1.0, speaker_norm: bool = True, group_col: str = "group",
-                 min_speaker_clips: int = 10, pca_components: int | None = 300,
+                 min_speaker_clips: int = 10, adaptation: str = "switch",
+                 pca_components: int | None = 300,
                  frame_components: int = 64, inner_cv: int = 5, missing_augment: bool = True,
                  use_sequences: bool = True, net_evidence: bool = True, hidden_size: int = 128, n_heads: int = 4,
                  epochs: int = 30, batch_size: int = 64, learning_rate: float = 1e-3,
@@ -145,6 +169,7 @@ class MultimodalEmotionClassifier(ClassifierMixin, BaseEstimator):
         self.speaker_norm = speaker_norm
         self.group_col = group_col
         self.min_speaker_clips = min_speaker_clips
+        self.adaptation = adaptation
         self.pca_components = pca_components
         self.frame_components = frame_components
         self.inner_cv = inner_cv
@@ -171,6 +196,9 @@ class MultimodalEmotionClassifier(ClassifierMixin, BaseEstimator):
         if self.fusion not in FUSIONS:
             raise ParameterError(f"fusion must be one of {', '.join(FUSIONS)}; "
                                  f"got {self.fusion!r}")
+        if self.adaptation not in MULTIMODAL_ADAPTATIONS:
+            raise ParameterError(f"adaptation must be one of {', '.join(MULTIMODAL_ADAPTATIONS)} "
+                                 f"for the multimodal model; got {self.adaptation!r}")
         if self.meta_learner not in META_LEARNERS:
             raise ParameterError(f"meta_learner must be one of {', '.join(META_LEARNERS)}; "
                                  f"got {self.meta_learner!r}")
@@ -263,6 +291,10 @@ class MultimodalEmotionClassifier(ClassifierMixin, BaseEstimator):
             self.fusion_ = STRATEGIES[self.fusion](ctx).fit(data, codes)
         self.sequences_ = dict(getattr(self.fusion_, "sequences_", None)
                                or {m: False for m in self.modalities_})
+        self.fallback_ = None
+        if self.speaker_norm and self.adaptation != "batch":
+            self.fallback_ = clone(self).set_params(speaker_norm=False,
+                                                    adaptation="batch").fit(X, y)
         return self
 
     def _proba_available(self, X):
@@ -299,9 +331,49 @@ class MultimodalEmotionClassifier(ClassifierMixin, BaseEstimator):
                           "normalisation", stacklevel=2)
             profiles = None
         proba = self._proba_available(X)[0]
+        if getattr(self, "fallback_", None) is not None:
+            self._adapted_proba(X, proba)
         if profiles:
             self._enrolled_proba(X, proba, profiles)
         return proba
+
+    def _adapted_proba(self, X, proba) -> None:
+        """The ``adaptation`` rules (in place): lone clips by the fallback model, a
+        speaker's batch by class-aware statistics where the rule says so."""
+        from ..ensemble import ADAPT_ROUNDS, ADAPTATION_RULES, SKEW_LIMIT, speaker_skew
+        from ..speaker import speaker_rows
+
+        values, groups, avail = self._split(X, reset=False)
+        start = self.fallback_.predict_proba(X)
+        batches = list(speaker_rows(groups, self.min_speaker_clips)) if groups is not None else []
+        lone = np.ones(len(values), dtype=bool)
+        for rows in batches:
+            lone[rows] = False
+        proba[lone] = start[lone]
+        rule = ADAPTATION_RULES[self.adaptation][1]
+        table = X if isinstance(X, pd.DataFrame) else None
+        for rows in batches:
+            p = start[rows]
+            for _ in range(ADAPT_ROUNDS):
+                Z = {}
+                for j, m in enumerate(self.modalities_):
+                    have = avail[rows, j]
+                    z = np.zeros((len(rows), len(self.blocks_[m])))
+                    if have.any():
+                        filled = self.scaler_._filled(m, values[rows][:, self.blocks_[m]])
+                        mean, scale = self.scaler_.priors_[m].effects.speaker_stats(
+                            filled[have], p[have])
+                        z = self.scaler_.transform_with(values[rows], m, mean, scale)
+                        z[~have] = 0.0
+                    Z[m] = z
+                part = ModalityData(Z=Z, avail=avail[rows], groups=groups[rows],
+                                    table=None if table is None else table.iloc[rows])
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", module=r"sklearn\.feature_selection.*")
+                    p = self.fusion_.predict_proba(part)
+                p[~avail[rows].any(axis=1)] = self.prior_
+            if rule == "class_aware" or speaker_skew(p, self.prior_) >= SKEW_LIMIT:
+                proba[rows] = p
 
     def _enrolled_proba(self, X, proba, profiles) -> None:
         """Fill in the rows of enrolled speakers outside a batch (in place)."""
