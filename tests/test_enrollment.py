@@ -313,26 +313,23 @@ def test_multimodal_model_scores_enrolled_speakers_per_modality():
     assert d["accuracy"] > d["single_clip_same_clips"] + 0.1, d
 
 
-def test_multimodal_adaptation_holds_up_on_one_sided_batches_and_lone_clips():
+def test_multimodal_adaptation_holds_up_on_one_sided_batches():
     from mer_pipeline import MultimodalEmotionClassifier
 
     table = av_speakers_table(n_speakers=10, per_class=10, seed=2)
     train, test = _split(table)
     fits = {a: MultimodalEmotionClassifier(inner_cv=3, adaptation=a).fit(train, train["emotion"])
             for a in ("batch", "switch", "class_aware")}
-    assert fits["batch"].fallback_ is None and fits["switch"].fallback_ is not None
-    assert fits["switch"].fallback_.speaker_norm is False
     one_sided = test[test["emotion"].isin(["angry", "happy"])]  # 20 clips: a batch
     truth = one_sided["emotion"].to_numpy()
     acc = {a: (f.predict(one_sided) == truth).mean() for a, f in fits.items()}
     assert acc["batch"] < 0.8 and acc["switch"] > acc["batch"] + 0.15, acc
     assert acc["class_aware"] >= acc["switch"] - 0.05
     # a balanced batch: switch keeps the batch's own statistics
-    balanced = (fits["switch"].predict(test) == test["emotion"]).mean()
-    assert balanced >= (fits["batch"].predict(test) == test["emotion"]).mean() - 0.02
-    # a lone clip: the model trained without speaker normalisation
+    balanced = {a: f.predict_proba(test) for a, f in fits.items()}
+    assert np.allclose(balanced["switch"], balanced["batch"])
+    # a lone clip: population statistics under every rule
     clip = test.iloc[[5]]
-    assert np.allclose(fits["switch"].predict_proba(clip),
-                       fits["switch"].fallback_.predict_proba(clip))
+    assert np.allclose(fits["switch"].predict_proba(clip), fits["batch"].predict_proba(clip))
     with pytest.raises(ParameterError, match="multimodal"):
         MultimodalEmotionClassifier(adaptation="auto").fit(train, train["emotion"])
