@@ -90,7 +90,7 @@ score: $(MODEL) | install ## score INPUT (clips, folders or feature CSVs) with M
 bench-audio: install ## audio benchmark: extraction speed and accuracy table -> benchmarks/results/
 	$(PY) benchmarks/bench_audio.py --data $(SHARED_RAVDESS) --out benchmarks/results
 
-bench-adaptation: install ## speaker adaptation: balanced batch, single clip, skewed batch per adaptation -> benchmarks/results/
+bench-adaptation: install ## speaker adaptation and enrollment: the four presentations per adaptation, enrollment references, faces -> benchmarks/results/
 	$(PY) benchmarks/bench_adaptation.py --data $(SHARED_RAVDESS) --out benchmarks/results --n-jobs $(N_JOBS)
 
 bench-corpora: install ## cross-corpus: train-on x test-on matrix and leave-one-corpus-out (RAVDESS, nEMO, TurEV-DB) -> benchmarks/results/
