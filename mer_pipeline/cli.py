@@ -66,6 +66,7 @@ EPILOG_PREDICT = """examples:
 EPILOG_ENROLL = """examples:
   mer enroll --model artifacts/model.joblib alice_neutral_*.wav --speaker alice --emotion neutral
   mer enroll --model artifacts/model.joblib recordings/alice/ --speaker alice --unlabelled
+  mer enroll --model artifacts/model.joblib more_of_alice/ --speaker alice --append
   mer score --model artifacts/model.joblib new_clips/ --speakers speakers/ --speaker alice
 """
 
@@ -408,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "has one, else unlabelled")
     g.add_argument("--unlabelled", action="store_true",
                    help="ignore labels in the file names (the model estimates them)")
+    p.add_argument("--append", action="store_true",
+                   help="add the clips to the speaker's stored profile instead of replacing it")
     p.add_argument("--trust", action="store_true", help="see `mer score --help`")
     _add_track_option(p)
     _add_whisper_option(p)
@@ -604,9 +607,9 @@ def cmd_enroll(args) -> int:
         args.model, args.data, args.speaker, args.out, emotion=args.emotion,
         labelled=not args.unlabelled, trust=args.trust, cache_dir=args.cache_dir,
         n_jobs=args.n_jobs, progress=not args.no_progress, face_tracks=args.face_tracks,
-        whisper_model=args.whisper_model)
+        whisper_model=args.whisper_model, append=args.append)
     emotions = summary["emotions"] if isinstance(summary["emotions"], str) else ", ".join(
-        f"{k}={v}" for k, v in summary["emotions"].items())
+        f"{k or 'unlabelled'}={v}" for k, v in summary["emotions"].items())
     print(f"enrolled {args.speaker}: {summary['clips']} clips ({emotions}) -> {path}")
     print(f"the model trusts these statistics at weight {summary['weight']:.2f} "
           "(0: population statistics, 1: the references'); more clips, of more emotions, "

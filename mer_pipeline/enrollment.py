@@ -28,8 +28,8 @@ from ._version import __version__
 from .exceptions import FeatureTableError, ParameterError
 from .speaker import NO_GROUP
 
-__all__ = ["SpeakerProfile", "enroll", "save_profile", "load_profile", "load_profiles",
-           "profile_name", "PROFILE_SUFFIX", "PROFILE_FORMAT"]
+__all__ = ["SpeakerProfile", "enroll", "merge_profiles", "save_profile", "load_profile",
+           "load_profiles", "profile_name", "PROFILE_SUFFIX", "PROFILE_FORMAT"]
 
 PROFILE_SUFFIX = ".profile.npz"
 PROFILE_FORMAT = 1
@@ -48,8 +48,8 @@ class SpeakerProfile:
     columns : list of str
         Their feature column names.
     emotions : list of str or None
-        The emotion of each reference clip; ``None`` where unlabelled (the model
-        then estimates them).
+        The emotion of each reference clip (``""`` for one without); ``None``
+        where none is labelled (the model then estimates them).
     clip_ids : list of str
     provenance : dict or None
         How the features were extracted (``features.json``'s record).
@@ -82,6 +82,34 @@ class SpeakerProfile:
                 f"model needs (e.g. {missing[0]}): it was enrolled with another model's "
                 "features; enroll the speaker again with this model")
         return self.values[:, [index[c] for c in columns]]
+
+
+def merge_profiles(first: SpeakerProfile, second: SpeakerProfile) -> SpeakerProfile:
+    """One profile holding both profiles' reference clips (a clip id in both: kept once).
+
+    Raises
+    ------
+    FeatureTableError
+        Profiles of two speakers, or of features extracted otherwise (other
+        columns or settings).
+    """
+    from .features import check_provenance
+
+    if first.speaker != second.speaker:
+        raise FeatureTableError(f"cannot merge the profiles of {first.speaker!r} and "
+                                f"{second.speaker!r}")
+    if set(first.columns) != set(second.columns):
+        raise FeatureTableError(f"the new references of {first.speaker!r} have other feature "
+                                "columns than the stored profile; enroll anew (without append)")
+    check_provenance(first.provenance, second.provenance, source="the new references")
+    new = [i for i, c in enumerate(second.clip_ids) if c not in set(first.clip_ids)]
+    labels = [e for p in (first, second) for e in (p.emotions or [""] * p.n_clips)]
+    labels = labels[:first.n_clips] + [labels[first.n_clips + i] for i in new]
+    values = np.vstack([first.values, second.features(first.columns)[new]])
+    return SpeakerProfile(speaker=first.speaker, values=values, columns=list(first.columns),
+                          emotions=labels if any(labels) else None,
+                          clip_ids=list(first.clip_ids) + [second.clip_ids[i] for i in new],
+                          provenance=first.provenance or second.provenance)
 
 
 def enroll(table: pd.DataFrame, speaker: str, *, emotion: str | None = None,

@@ -584,9 +584,10 @@ class EmotionClassifier(ClassifierMixin, BaseEstimator):
             classes = np.asarray(self.classes_).astype(str)
             known = np.isin(labels, classes)
             onehot[np.flatnonzero(known), np.searchsorted(classes, labels[known])] = 1.0
-            if not known.all():
+            odd = sorted(set(labels[~known]) - {""})  # "": a reference without a label
+            if odd:
                 warnings.warn(f"speaker profile {profile.speaker!r}: emotion(s) "
-                              f"{', '.join(sorted(set(labels[~known])))} unknown to the model; "
+                              f"{', '.join(odd)} unknown to the model; "
                               "those references are treated as unlabelled", stacklevel=3)
         proba = onehot
         if not known.all():

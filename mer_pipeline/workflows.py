@@ -482,7 +482,7 @@ def enroll_inputs(model_path: str | os.PathLike, inputs, speaker: str, out: str 
                   *, emotion: str | None = None, labelled: bool = True, trust: bool = False,
                   cache_dir=None, n_jobs: int | None = -1, progress: bool = True,
                   vggface_weights: str | None = None, face_tracks=None,
-                  whisper_model: str | None = None):
+                  whisper_model: str | None = None, append: bool = False):
     """Enroll a speaker from reference clips: write their profile for a model.
 
     The clips' features are extracted with the model's settings (or read from
@@ -507,6 +507,10 @@ def enroll_inputs(model_path: str | os.PathLike, inputs, speaker: str, out: str 
         ``False`` ignores the labels in the file names.
     trust, cache_dir, n_jobs, progress, vggface_weights, face_tracks, whisper_model
         See :func:`score_inputs`.
+    append : bool, default=False
+        Add the clips to the speaker's stored profile (if any) instead of replacing
+        it (:func:`~mer_pipeline.enrollment.merge_profiles`): more references,
+        of more emotions, are trusted more.
 
     Returns
     -------
@@ -519,7 +523,7 @@ def enroll_inputs(model_path: str | os.PathLike, inputs, speaker: str, out: str 
         ``clips``, ``emotions`` (or ``"unlabelled"``) and ``weight``: how far the
         model trusts the profile's statistics (0: not at all, 1: fully).
     """
-    from .enrollment import enroll, save_profile
+    from .enrollment import enroll, load_profile, merge_profiles, profile_name, save_profile
     from .persistence import load_model
 
     model, meta = load_model(model_path, trust=trust)
@@ -533,6 +537,9 @@ def enroll_inputs(model_path: str | os.PathLike, inputs, speaker: str, out: str 
     keep = [c for c in table.columns if c not in features] + [c for c in columns if c in features]
     profile = enroll(table[keep], speaker, emotion=emotion, labelled=labelled)
     profile.provenance = provenance
+    stored = Path(out) / profile_name(profile.speaker)
+    if append and stored.is_file():
+        profile = merge_profiles(load_profile(stored), profile)
     if not hasattr(model, "profile_stats"):
         raise ParameterError(f"{type(model).__name__} takes no speaker profiles")
     _, _, weight = model.profile_stats(profile)

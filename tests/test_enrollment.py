@@ -166,6 +166,16 @@ def test_profiles_round_trip_and_are_checked_against_the_models_features(tmp_pat
         load_profiles(tmp_path / "speakers", provenance=other)
     with pytest.raises(FeatureTableError, match="no speaker profile"):
         load_profiles(tmp_path)
+    from mer_pipeline.enrollment import merge_profiles
+
+    with pytest.raises(FeatureTableError, match="cannot merge"):
+        merge_profiles(profile, enroll(table.iloc[5:7], "other"))
+    with pytest.raises(FeatureTableError, match="other feature columns"):
+        merge_profiles(profile, enroll(table.iloc[5:7].drop(columns="audio__f_3"), "ravdess:06"))
+    with pytest.raises(FeatureTableError, match="feature_set"):
+        later = enroll(table.iloc[5:7], "ravdess:06")
+        later.provenance = other
+        merge_profiles(profile, later)
     (tmp_path / "junk.profile.npz").write_bytes(b"not a profile")
     with pytest.raises(FeatureTableError, match="not a speaker profile"):
         load_profile(tmp_path / "junk.profile.npz")
@@ -251,6 +261,18 @@ def test_enroll_then_score_from_the_command_line(tmp_path, capsys):
                  "carol", "--out", str(speakers), "--unlabelled", "--no-progress"]) == 0
     assert "(unlabelled)" in capsys.readouterr().out
     assert load_profile(speakers / "carol.profile.npz").emotions is None
+    # more references appended: labelled and unlabelled ones side by side; a clip once
+    more = test[test["emotion"] == "sad"].iloc[:3]
+    more.drop(columns="group").to_csv(tmp_path / "more.csv", index_label="clip_id")
+    assert main(["enroll", "--model", str(model), str(tmp_path / "more.csv"),
+                 str(tmp_path / "refs.csv"), "--speaker", "carol", "--out", str(speakers),
+                 "--append", "--no-progress"]) == 0
+    assert "7 clips (unlabelled=4, sad=3)" in capsys.readouterr().out
+    carol = load_profile(speakers / "carol.profile.npz")
+    assert carol.emotions == [""] * 4 + ["sad"] * 3 and len(set(carol.clip_ids)) == 7
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "" is unlabelled, not an unknown emotion
+        clf.profile_stats(carol)
 
 
 def av_speakers_table(n_speakers=10, per_class=6, seed=0, shift=4.0):

@@ -430,9 +430,10 @@ class MultimodalEmotionClassifier(ClassifierMixin, BaseEstimator):
         known = np.isin(labels, classes)
         proba = np.zeros((len(ref), len(classes)))
         proba[np.flatnonzero(known), np.searchsorted(classes, labels[known])] = 1.0
-        if profile.emotions is not None and not known.all():
+        odd = sorted(set(labels[~known]) - {""})  # "": a reference without a label
+        if odd:
             warnings.warn(f"speaker profile {profile.speaker!r}: emotion(s) "
-                          f"{', '.join(sorted(set(labels[~known])))} unknown to the model; "
+                          f"{', '.join(odd)} unknown to the model; "
                           "those references are treated as unlabelled", stacklevel=3)
         if not known.all():
             frame = pd.DataFrame(ref, columns=self.feature_names_in_) \
