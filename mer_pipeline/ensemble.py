@@ -25,8 +25,8 @@ from . import _schema
 from ._schema import feature_blocks
 from .exceptions import ParameterError
 from .speaker import (ClassEffects, SpeakerNormalizer, SpeakerPrior, _clip_absurd, _safe_std,
-                      check_features, record_features, skewed_batches, speaker_rows,
-                      split_groups)
+                      check_features, record_features, reference_labels, skewed_batches,
+                      speaker_rows, split_groups)
 
 __all__ = ["EmotionClassifier", "ProbabilityBlend", "MODELS", "ADAPTATIONS", "ADAPTATION_RULES",
            "feature_blocks", "SKEW_LIMIT", "speaker_skew"]
@@ -577,18 +577,7 @@ class EmotionClassifier(ClassifierMixin, BaseEstimator):
                                  f"{self.n_features_in_}")
         ref = self._filled(_clip_absurd(ref, self.normalizer_.bounds_))
         prior = self.speaker_prior_
-        known = np.zeros(len(ref), dtype=bool)
-        onehot = np.zeros((len(ref), len(self.classes_)))
-        if profile.emotions is not None:
-            labels = np.asarray(profile.emotions).astype(str)
-            classes = np.asarray(self.classes_).astype(str)
-            known = np.isin(labels, classes)
-            onehot[np.flatnonzero(known), np.searchsorted(classes, labels[known])] = 1.0
-            odd = sorted(set(labels[~known]) - {""})  # "": a reference without a label
-            if odd:
-                warnings.warn(f"speaker profile {profile.speaker!r}: emotion(s) "
-                              f"{', '.join(odd)} unknown to the model; "
-                              "those references are treated as unlabelled", stacklevel=3)
+        known, onehot = reference_labels(profile, self.classes_)
         proba = onehot
         if not known.all():
             lone = self.fallback_ if self.fallback_ is not None else self.estimator_

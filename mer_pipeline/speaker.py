@@ -12,7 +12,8 @@ from ._schema import feature_columns
 from .exceptions import ParameterError
 
 __all__ = ["SpeakerNormalizer", "split_groups", "speaker_rows", "record_features",
-           "check_features", "NO_GROUP", "ClassEffects", "SpeakerPrior", "skewed_batches"]
+           "check_features", "NO_GROUP", "ClassEffects", "SpeakerPrior", "skewed_batches",
+           "reference_labels"]
 
 NO_GROUP = ("", "nan", "None")
 """Speaker ids that mean "unknown speaker": such clips get the population statistics."""
@@ -407,3 +408,35 @@ class SpeakerPrior:
         estimate = (values - proba @ self.effects.offsets).mean(axis=0)
         w = self.weights(len(values), emotions)
         return self.mean + w * (estimate - self.mean), self.scale, float(w.mean())
+
+
+def reference_labels(profile, classes):
+    """Which of a profile's reference clips carry a label among ``classes``, one-hot.
+
+    A reference labelled ``""`` (or a profile with no labels) is unlabelled; one
+    labelled with an emotion outside ``classes`` is treated as unlabelled, with a
+    warning naming the emotion.
+
+    Parameters
+    ----------
+    profile : SpeakerProfile
+    classes : array-like of str
+        The model's classes.
+
+    Returns
+    -------
+    known : np.ndarray of bool, shape (n_refs,)
+    onehot : np.ndarray, shape (n_refs, n_classes)
+    """
+    classes = np.asarray(classes).astype(str)
+    n = len(profile.values)
+    labels = np.asarray(profile.emotions if profile.emotions is not None else [""] * n).astype(str)
+    known = np.isin(labels, classes)
+    onehot = np.zeros((n, len(classes)))
+    onehot[np.flatnonzero(known), np.searchsorted(classes, labels[known])] = 1.0
+    odd = sorted(set(labels[~known]) - {""})
+    if odd:
+        warnings.warn(f"speaker profile {profile.speaker!r}: emotion(s) {', '.join(odd)} "
+                      "unknown to the model; those references are treated as unlabelled",
+                      stacklevel=3)
+    return known, onehot

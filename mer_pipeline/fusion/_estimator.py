@@ -12,7 +12,8 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from .. import _schema
 from ..exceptions import ParameterError
-from ..speaker import NO_GROUP, check_features, record_features, split_groups
+from ..speaker import (NO_GROUP, check_features, record_features, reference_labels,
+                       split_groups)
 from ._common import FusionContext, ModalityData, ModalityScaler
 from ._concat import ConcatFusion
 from ._late import META_LEARNERS, LateFusion
@@ -424,17 +425,7 @@ class MultimodalEmotionClassifier(ClassifierMixin, BaseEstimator):
                                  "train it again)")
         ref = (profile.features([str(c) for c in self.feature_names_in_])
                if hasattr(self, "feature_names_in_") else np.asarray(profile.values, float))
-        classes = np.asarray(self.classes_).astype(str)
-        labels = np.asarray(profile.emotions if profile.emotions is not None
-                            else [""] * len(ref)).astype(str)
-        known = np.isin(labels, classes)
-        proba = np.zeros((len(ref), len(classes)))
-        proba[np.flatnonzero(known), np.searchsorted(classes, labels[known])] = 1.0
-        odd = sorted(set(labels[~known]) - {""})  # "": a reference without a label
-        if odd:
-            warnings.warn(f"speaker profile {profile.speaker!r}: emotion(s) "
-                          f"{', '.join(odd)} unknown to the model; "
-                          "those references are treated as unlabelled", stacklevel=3)
+        known, proba = reference_labels(profile, self.classes_)
         if not known.all():
             frame = pd.DataFrame(ref, columns=self.feature_names_in_) \
                 if hasattr(self, "feature_names_in_") else ref
