@@ -158,8 +158,10 @@ class EvaluationResult:
                  f"{d['n_clips']} clips, {d['n_folds']} folds"
                  + (f", {d['n_groups']} groups" if d["n_groups"] else "")]
         for name, r in self.presentations.items():
+            refs = (f"; references: {r.enrollment['clips']} × {r.enrollment['emotion']} per "
+                    f"speaker, {len(r.predictions)} clips scored" if r.enrollment else "")
             lines.append(f"  {name:15s} accuracy {r.accuracy:.4f}, macro-F1 {r.macro_f1:.4f}"
-                         f"  ({PRESENTATIONS[name]})")
+                         f"  ({PRESENTATIONS[name]}{refs})")
         if self.protocol == "corpus":
             lines.append(f"  mean over held-out corpora {d['fold_accuracy_mean']:.4f}; each:")
             for f in self.folds:
