@@ -589,6 +589,11 @@ class EmotionClassifier(ClassifierMixin, BaseEstimator):
             proba = np.where(known[:, None], onehot, guess)
         return prior.speaker_stats(ref, proba)
 
+    def profile_weight(self, profile) -> float:
+        """How far this model trusts a profile's statistics: its mean shrinkage weight
+        (0: the population's, 1: the references' own; :meth:`profile_stats`)."""
+        return self.profile_stats(profile)[2]
+
     def predict(self, X, profiles=None):
         """Predicted emotion labels (``profiles``: see :meth:`predict_proba`)."""
         proba = self.predict_proba(X, profiles=profiles)

@@ -488,7 +488,7 @@ def enroll_inputs(model_path: str | os.PathLike, inputs, speaker: str, out: str 
     The clips' features are extracted with the model's settings (or read from
     feature tables, which must match them), and stored with their provenance as
     ``<out>/<speaker>.profile.npz`` (:mod:`mer_pipeline.enrollment`); the model is
-    checked to be able to use it (:meth:`~mer_pipeline.ensemble.EmotionClassifier.profile_stats`).
+    checked to be able to use it (``profile_weight`` of either model).
 
     Parameters
     ----------
@@ -527,6 +527,8 @@ def enroll_inputs(model_path: str | os.PathLike, inputs, speaker: str, out: str 
     from .persistence import load_model
 
     model, meta = load_model(model_path, trust=trust)
+    if not hasattr(model, "profile_weight"):  # before any extraction
+        raise ParameterError(f"{type(model).__name__} takes no speaker profiles")
     columns = meta.get("feature_columns") or list(model.feature_names_in_)
     table, fails, _ = input_features(meta, columns, inputs, cache_dir=cache_dir,
                                      n_jobs=n_jobs, progress=progress,
@@ -540,9 +542,7 @@ def enroll_inputs(model_path: str | os.PathLike, inputs, speaker: str, out: str 
     stored = Path(out) / profile_name(profile.speaker)
     if append and stored.is_file():
         profile = merge_profiles(load_profile(stored), profile)
-    if not hasattr(model, "profile_stats"):
-        raise ParameterError(f"{type(model).__name__} takes no speaker profiles")
-    _, _, weight = model.profile_stats(profile)
+    weight = model.profile_weight(profile)
     path = save_profile(profile, out)
     summary = {"clips": profile.n_clips, "weight": round(weight, 3),
                "emotions": "unlabelled" if profile.emotions is None else

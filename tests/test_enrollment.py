@@ -355,3 +355,22 @@ def test_multimodal_adaptation_holds_up_on_one_sided_batches():
     assert np.allclose(fits["switch"].predict_proba(clip), fits["batch"].predict_proba(clip))
     with pytest.raises(ParameterError, match="multimodal"):
         MultimodalEmotionClassifier(adaptation="auto").fit(train, train["emotion"])
+
+
+def test_enroll_inputs_works_for_the_multimodal_model(tmp_path):
+    from mer_pipeline import MultimodalEmotionClassifier, save_model
+    from mer_pipeline.workflows import enroll_inputs
+
+    table = av_speakers_table()
+    train, test = _split(table)
+    model = tmp_path / "av.joblib"
+    save_model(MultimodalEmotionClassifier(inner_cv=3).fit(train, train["emotion"]), model,
+               training_table=train)
+    refs = test[test["emotion"] == "neutral"].iloc[:4]
+    refs.drop(columns="group").to_csv(tmp_path / "refs.csv", index_label="clip_id")
+    profile, path, _, summary = enroll_inputs(model, [tmp_path / "refs.csv"], "spk:9",
+                                              tmp_path / "speakers", progress=False)
+    assert path.is_file() and summary["emotions"] == {"neutral": 4}
+    clf = MultimodalEmotionClassifier(inner_cv=3).fit(train, train["emotion"])
+    weights = [w for _, _, w in clf.profile_stats(profile).values()]
+    assert 0 < summary["weight"] == pytest.approx(np.mean(weights), abs=1e-3)

@@ -438,6 +438,12 @@ class MultimodalEmotionClassifier(ClassifierMixin, BaseEstimator):
                 out[m] = got
         return out
 
+    def profile_weight(self, profile) -> float:
+        """How far this model trusts a profile's statistics: the mean over modalities of
+        their shrinkage weights (0 where the references have no modality the model uses)."""
+        stats = self.profile_stats(profile)
+        return float(np.mean([w for _, _, w in stats.values()])) if stats else 0.0
+
     def predict(self, X, profiles=None):
         """Predicted emotion labels (``profiles``: see :meth:`predict_proba`)."""
         proba = self.predict_proba(X, profiles=profiles)
