@@ -102,9 +102,10 @@ def merge_profiles(first: SpeakerProfile, second: SpeakerProfile) -> SpeakerProf
         raise FeatureTableError(f"the new references of {first.speaker!r} have other feature "
                                 "columns than the stored profile; enroll anew (without append)")
     check_provenance(first.provenance, second.provenance, source="the new references")
-    new = [i for i, c in enumerate(second.clip_ids) if c not in set(first.clip_ids)]
-    labels = [e for p in (first, second) for e in (p.emotions or [""] * p.n_clips)]
-    labels = labels[:first.n_clips] + [labels[first.n_clips + i] for i in new]
+    seen = set(first.clip_ids)
+    new = [i for i, c in enumerate(second.clip_ids) if c not in seen]
+    theirs = second.emotions or [""] * second.n_clips
+    labels = (first.emotions or [""] * first.n_clips) + [theirs[i] for i in new]
     values = np.vstack([first.values, second.features(first.columns)[new]])
     return SpeakerProfile(speaker=first.speaker, values=values, columns=list(first.columns),
                           emotions=labels if any(labels) else None,
@@ -212,7 +213,8 @@ def load_profile(path: str | os.PathLike) -> SpeakerProfile:
                           provenance=meta.get("provenance"))
 
 
-def load_profiles(folder: str | os.PathLike, *, provenance: dict | None = None) -> dict:
+def load_profiles(folder: str | os.PathLike, *, provenance: dict | None = None,
+                  speaker: str | None = None) -> dict:
     """Every profile in a folder, by speaker id, checked against a model's provenance.
 
     Parameters
@@ -222,6 +224,8 @@ def load_profiles(folder: str | os.PathLike, *, provenance: dict | None = None) 
     provenance : dict or None
         The model's record (its metadata's ``provenance``): a profile whose
         features were extracted with other settings is refused.
+    speaker : str or None
+        A speaker whose profile must be among them.
 
     Returns
     -------
@@ -231,6 +235,8 @@ def load_profiles(folder: str | os.PathLike, *, provenance: dict | None = None) 
     ------
     FeatureTableError
         A missing folder, no profile in it, or a profile of other features.
+    ParameterError
+        No profile of ``speaker``.
     """
     from .features import check_provenance
 
@@ -249,4 +255,7 @@ def load_profiles(folder: str | os.PathLike, *, provenance: dict | None = None) 
         profile = load_profile(path)
         check_provenance(provenance, profile.provenance, source=str(path))
         out[profile.speaker] = profile
+    if speaker is not None and str(speaker) not in out:
+        raise ParameterError(f"no profile of speaker {str(speaker)!r} in {folder} (it has: "
+                             f"{', '.join(sorted(out))})")
     return out

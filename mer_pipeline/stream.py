@@ -381,10 +381,8 @@ class _WindowModel:
             if speaker is None:
                 raise ParameterError("windows of a recording or stream carry no speaker id: "
                                      "give --speaker ID with --speakers")
-            self.profiles = load_profiles(speakers, provenance=self.meta.get("provenance"))
-            if self.speaker not in self.profiles:
-                raise ParameterError(f"no profile of speaker {self.speaker!r} in {speakers} "
-                                     f"(it has: {', '.join(sorted(self.profiles))})")
+            self.profiles = load_profiles(speakers, provenance=self.meta.get("provenance"),
+                                          speaker=self.speaker)
         self.columns = self.meta.get("feature_columns") or list(self.model.feature_names_in_)
         tasks = _extractors(self.meta, self.columns, vggface_weights, whisper_model)
         if any(getattr(t, "name", "") == "face_tracks" for t in tasks.values()):

@@ -444,10 +444,7 @@ def score_inputs(model_path: str | os.PathLike, inputs, *, out: str | os.PathLik
     if speakers is not None:
         from .enrollment import load_profiles
 
-        profiles = load_profiles(speakers, provenance=meta.get("provenance"))
-        if speaker is not None and speaker not in profiles:
-            raise ParameterError(f"no profile of speaker {speaker!r} in {speakers} (it has: "
-                                 f"{', '.join(sorted(profiles)) or 'none'})")
+        profiles = load_profiles(speakers, provenance=meta.get("provenance"), speaker=speaker)
     table, fails, detections = input_features(
         meta, columns, inputs, cache_dir=cache_dir, n_jobs=n_jobs, backend=backend,
         scheduler=scheduler, progress=progress, retry_failed=retry_failed,
