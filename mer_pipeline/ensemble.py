@@ -6,7 +6,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
@@ -25,8 +24,8 @@ from . import _schema
 from ._schema import feature_blocks
 from .exceptions import ParameterError
 from .speaker import (ClassEffects, SpeakerNormalizer, SpeakerPrior, _clip_absurd, _safe_std,
-                      check_features, record_features, reference_labels, skewed_batches,
-                      speaker_rows, split_groups)
+                      check_features, enrolled_rows, record_features, reference_labels,
+                      skewed_batches, speaker_rows, split_groups)
 
 __all__ = ["EmotionClassifier", "ProbabilityBlend", "MODELS", "ADAPTATIONS", "ADAPTATION_RULES",
            "feature_blocks", "SKEW_LIMIT", "speaker_skew"]
@@ -516,25 +515,15 @@ class EmotionClassifier(ClassifierMixin, BaseEstimator):
                 proba[rows] = self._speaker_proba(values[rows], start[rows],
                                                   self.adaptation_["batch"])
         if profiles and groups is not None:
-            batched = np.zeros(len(values), dtype=bool)
+            outside = np.ones(len(values), dtype=bool)
             for rows in batches:
-                batched[rows] = True
-            self._enrolled_proba(proba, values, groups, batched, profiles)
+                outside[rows] = False
+            for profile, rows in enrolled_rows(groups, outside, profiles):
+                mean, scale, weight = self.profile_stats(profile)
+                enrolled = self.estimator_.predict_proba(
+                    np.nan_to_num((values[rows] - mean) / scale))
+                proba[rows] = weight * enrolled + (1.0 - weight) * proba[rows]
         return proba
-
-    def _enrolled_proba(self, proba, values, groups, batched, profiles) -> None:
-        """Fill in the rows of enrolled speakers outside a batch (in place)."""
-        stats = {}
-        for g in pd.unique(groups[~batched]):
-            profile = profiles.get(g)
-            if profile is None:
-                continue
-            rows = np.flatnonzero((groups == g) & ~batched)
-            if id(profile) not in stats:
-                stats[id(profile)] = self.profile_stats(profile)
-            mean, scale, weight = stats[id(profile)]
-            enrolled = self.estimator_.predict_proba(np.nan_to_num((values[rows] - mean) / scale))
-            proba[rows] = weight * enrolled + (1.0 - weight) * proba[rows]
 
     def profile_stats(self, profile):
         """A speaker's mean and scale from their enrolled reference clips.

@@ -13,7 +13,7 @@ from .exceptions import ParameterError
 
 __all__ = ["SpeakerNormalizer", "split_groups", "speaker_rows", "record_features",
            "check_features", "NO_GROUP", "ClassEffects", "SpeakerPrior", "skewed_batches",
-           "reference_labels"]
+           "reference_labels", "enrolled_rows"]
 
 NO_GROUP = ("", "nan", "None")
 """Speaker ids that mean "unknown speaker": such clips get the population statistics."""
@@ -440,3 +440,31 @@ def reference_labels(profile, classes):
                       "unknown to the model; those references are treated as unlabelled",
                       stacklevel=3)
     return known, onehot
+
+
+def enrolled_rows(groups: np.ndarray, outside: np.ndarray, profiles: dict):
+    """The rows of each enrolled profile among the rows ``outside`` a batch.
+
+    Rows are gathered by profile, not by speaker id: several ids may share one
+    profile (each clip scored alone under its own id, as the ``enrolled``
+    presentation does), and the profile's statistics are then estimated once.
+
+    Parameters
+    ----------
+    groups : np.ndarray
+        Speaker id per row.
+    outside : np.ndarray of bool
+        Rows that get no statistics of their own batch.
+    profiles : dict of str to SpeakerProfile
+
+    Yields
+    ------
+    (SpeakerProfile, np.ndarray of int)
+    """
+    found: dict = {}
+    for i in np.flatnonzero(outside):
+        profile = profiles.get(groups[i])
+        if profile is not None:
+            found.setdefault(id(profile), (profile, []))[1].append(i)
+    for profile, rows in found.values():
+        yield profile, np.asarray(rows)

@@ -12,8 +12,8 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from .. import _schema
 from ..exceptions import ParameterError
-from ..speaker import (NO_GROUP, check_features, record_features, reference_labels,
-                       split_groups)
+from ..speaker import (NO_GROUP, check_features, enrolled_rows, record_features,
+                       reference_labels, split_groups)
 from ._common import FusionContext, ModalityData, ModalityScaler
 from ._concat import ConcatFusion
 from ._late import META_LEARNERS, LateFusion
@@ -290,15 +290,30 @@ class MultimodalEmotionClassifier(ClassifierMixin, BaseEstimator):
                                or {m: False for m in self.modalities_})
         return self
 
-    def _proba_available(self, X):
-        check_is_fitted(self, ["classes_", "modalities_", "fusion_"])
-        values, groups, avail = self._split(X, reset=False)
-        data = self._data(X, values, groups, avail)
+    def _fused(self, data: ModalityData) -> np.ndarray:
+        """The fusion's probabilities of ``data`` (a clip with no modality: the prior)."""
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", module=r"sklearn\.feature_selection.*")
             proba = self.fusion_.predict_proba(data)
-        proba[~avail.any(axis=1)] = self.prior_
-        return proba, avail
+        proba[~data.avail.any(axis=1)] = self.prior_
+        return proba
+
+    def _fused_with(self, data: ModalityData, values, rows, stats: dict) -> np.ndarray:
+        """The fusion's probabilities of ``rows`` with each modality of ``stats``
+        (modality → ``(mean, scale, …)``) standardised by those statistics instead."""
+        Z = {m: data.Z[m][rows] for m in self.modalities_}
+        for j, m in enumerate(self.modalities_):
+            if m in stats:
+                Z[m] = self.scaler_.transform_with(values[rows], m, *stats[m][:2])
+                Z[m][~data.avail[rows, j]] = 0.0
+        return self._fused(ModalityData(
+            Z=Z, avail=data.avail[rows], groups=None if data.groups is None else data.groups[rows],
+            table=None if data.table is None else data.table.iloc[rows]))
+
+    def _proba_available(self, X):
+        check_is_fitted(self, ["classes_", "modalities_", "fusion_"])
+        values, groups, avail = self._split(X, reset=False)
+        return self._fused(self._data(X, values, groups, avail)), avail
 
     def predict_proba(self, X, profiles=None):
         """Class probabilities, shape ``(n_clips, n_classes)``, columns as ``classes_``.
@@ -319,88 +334,60 @@ class MultimodalEmotionClassifier(ClassifierMixin, BaseEstimator):
             the estimates' mean shrinkage weight, as
             :meth:`mer_pipeline.ensemble.EmotionClassifier.predict_proba` does.
         """
+        from ..speaker import speaker_rows
+
+        check_is_fitted(self, ["classes_", "modalities_", "fusion_"])
         if profiles and not self.speaker_norm:
             warnings.warn("speaker profiles have no effect on a model without speaker "
                           "normalisation", stacklevel=2)
             profiles = None
-        proba = self._proba_available(X)[0]
-        if self.speaker_norm and getattr(self, "adaptation", "batch") != "batch":
-            self._adapted_proba(X, proba)
+        values, groups, avail = self._split(X, reset=False)
+        data = self._data(X, values, groups, avail)
+        proba = self._fused(data)
+        if not self.speaker_norm or groups is None:
+            return proba
+        batches = list(speaker_rows(groups, self.min_speaker_clips))
+        if batches and getattr(self, "adaptation", "batch") != "batch" \
+                and getattr(self.scaler_, "priors_", None):
+            self._adapted_proba(X, data, values, batches, proba)
         if profiles:
-            self._enrolled_proba(X, proba, profiles)
+            outside = np.ones(len(values), dtype=bool)
+            for rows in batches:
+                outside[rows] = False
+            for profile, rows in enrolled_rows(groups, outside, profiles):
+                self._enrolled_proba(data, values, profile, rows, proba)
         return proba
 
-    def _adapted_proba(self, X, proba) -> None:
+    def _adapted_proba(self, X, data, values, batches, proba) -> None:
         """The ``adaptation`` batch rule (in place): a speaker's batch by class-aware
         statistics where the rule says so."""
         from ..ensemble import ADAPT_ROUNDS, SKEW_LIMIT, speaker_skew
-        from ..speaker import speaker_rows
 
-        values, groups, avail = self._split(X, reset=False)
-        batches = list(speaker_rows(groups, self.min_speaker_clips)) if groups is not None else []
-        if not batches or not getattr(self.scaler_, "priors_", None):
-            return
-        with warnings.catch_warnings():  # the population-normalised predictions: the start
-            warnings.filterwarnings("ignore", module=r"sklearn\.feature_selection.*")
-            start = self.fusion_.predict_proba(self._data(X, values, None, avail))
-        table = X if isinstance(X, pd.DataFrame) else None
+        start = self._fused(self._data(X, values, None, data.avail))  # population statistics
         for rows in batches:
             p = start[rows]
             for _ in range(ADAPT_ROUNDS):
-                Z = {}
+                stats = {}
                 for j, m in enumerate(self.modalities_):
-                    have = avail[rows, j]
-                    z = np.zeros((len(rows), len(self.blocks_[m])))
+                    have = data.avail[rows, j]
                     if have.any():
                         filled = self.scaler_._filled(m, values[rows][:, self.blocks_[m]])
-                        mean, scale = self.scaler_.priors_[m].effects.speaker_stats(
+                        stats[m] = self.scaler_.priors_[m].effects.speaker_stats(
                             filled[have], p[have])
-                        z = self.scaler_.transform_with(values[rows], m, mean, scale)
-                        z[~have] = 0.0
-                    Z[m] = z
-                part = ModalityData(Z=Z, avail=avail[rows], groups=groups[rows],
-                                    table=None if table is None else table.iloc[rows])
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", module=r"sklearn\.feature_selection.*")
-                    p = self.fusion_.predict_proba(part)
-                p[~avail[rows].any(axis=1)] = self.prior_
+                p = self._fused_with(data, values, rows, stats)
             if self.adaptation == "class_aware" or speaker_skew(p, self.prior_) >= SKEW_LIMIT:
                 proba[rows] = p
 
-    def _enrolled_proba(self, X, proba, profiles) -> None:
-        """Fill in the rows of enrolled speakers outside a batch (in place)."""
-        from ..speaker import speaker_rows
-
-        values, groups, avail = self._split(X, reset=False)
-        if groups is None:
+    def _enrolled_proba(self, data, values, profile, rows, proba) -> None:
+        """The rows of one enrolled speaker outside a batch, by their profile (in place)."""
+        stats = self.profile_stats(profile)
+        if not stats:
             return
-        batched = np.zeros(len(values), dtype=bool)
-        for rows in speaker_rows(groups, self.min_speaker_clips):
-            batched[rows] = True
-        data = self._data(X, values, groups, avail)
-        for g in pd.unique(groups[~batched]):
-            profile = profiles.get(g)
-            if profile is None:
-                continue
-            rows = np.flatnonzero((groups == g) & ~batched)
-            stats = self.profile_stats(profile)
-            if not stats:
-                continue
-            Z = {m: data.Z[m][rows].copy() for m in self.modalities_}
-            for m, (mean, scale, _) in stats.items():
-                j = self.modalities_.index(m)
-                z = self.scaler_.transform_with(values[rows], m, mean, scale)
-                z[~avail[rows, j]] = 0.0
-                Z[m] = z
-            part = ModalityData(Z=Z, avail=avail[rows], groups=groups[rows],
-                                table=None if data.table is None else data.table.iloc[rows])
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", module=r"sklearn\.feature_selection.*")
-                enrolled = self.fusion_.predict_proba(part)
-            # each clip's weight: the mean over the modalities it has of theirs
-            w = np.array([np.mean([stats[m][2] for j, m in enumerate(self.modalities_)
-                                   if a[j] and m in stats] or [0.0]) for a in avail[rows]])
-            proba[rows] = w[:, None] * enrolled + (1.0 - w[:, None]) * proba[rows]
+        enrolled = self._fused_with(data, values, rows, stats)
+        # each clip's weight: the mean over the modalities it has of theirs
+        w = np.array([np.mean([stats[m][2] for j, m in enumerate(self.modalities_)
+                               if a[j] and m in stats] or [0.0]) for a in data.avail[rows]])
+        proba[rows] = w[:, None] * enrolled + (1.0 - w[:, None]) * proba[rows]
 
     def profile_stats(self, profile) -> dict:
         """Per modality, a speaker's mean, scale and shrinkage weight from their
