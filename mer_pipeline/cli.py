@@ -154,6 +154,11 @@ def _add_track_option(p: argparse.ArgumentParser) -> None:
                         "the clips by recording")
 
 
+def _add_model_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, default=Path(config.ARTIFACTS_DIR) / "model.joblib",
+                   help="model artifact (default %(default)s)")
+
+
 def _add_speaker_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speakers", type=_existing_path, metavar="DIR",
                    help="enrolled speaker profiles (`mer enroll`): clips of an enrolled "
@@ -330,8 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "clip_id, predicted, proba_<class> per class and modalities to "
                              "--out, and failures.csv beside it.",
                  epilog=EPILOG_SCORE)
-    p.add_argument("--model", type=Path, default=Path(config.ARTIFACTS_DIR) / "model.joblib",
-                   help="model artifact (default %(default)s)")
+    _add_model_option(p)
     p.add_argument("--out", type=Path, default=Path("predictions.csv"),
                    help="predictions CSV (default %(default)s)")
     p.add_argument("--trust", action="store_true",
@@ -357,8 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "soon as it is decided (appending it to --out). Ctrl-C stops "
                              "cleanly. Speaker adaptation uses the stream's own history.",
                  epilog=EPILOG_STREAM)
-    p.add_argument("--model", type=Path, default=Path(config.ARTIFACTS_DIR) / "model.joblib",
-                   help="model artifact (default %(default)s)")
+    _add_model_option(p)
     p.add_argument("--source", help="media file, URL (rtsp://, http://) or - (standard input)")
     p.add_argument("--camera", help="camera number (0 = /dev/video0) or device name")
     p.add_argument("--mic", help="microphone: default, or a source name (--list-devices)")
@@ -383,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "predict", cmd_predict, help="print one clip's prediction",
                  description="Predict one clip (a media file) and print the label and the "
                              "class probabilities.", epilog=EPILOG_PREDICT)
-    p.add_argument("--model", type=Path, default=Path(config.ARTIFACTS_DIR) / "model.joblib")
+    _add_model_option(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--trust", action="store_true", help="see `mer score --help`")
     _add_speaker_options(p)
@@ -398,8 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "normalised by statistics estimated from them (shrunk towards "
                              "the population by how little a few clips say).",
                  epilog=EPILOG_ENROLL)
-    p.add_argument("--model", type=Path, default=Path(config.ARTIFACTS_DIR) / "model.joblib",
-                   help="model artifact (default %(default)s)")
+    _add_model_option(p)
     p.add_argument("--speaker", required=True, metavar="ID", help="the speaker's id")
     p.add_argument("--out", type=Path, default=Path(config.SPEAKERS_DIR),
                    help="profiles folder (default %(default)s)")
