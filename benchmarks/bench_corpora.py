@@ -18,6 +18,11 @@ Whisper weights of the ``whisper`` set), then, for each configuration of
 - **RAVDESS with more corpora**: actor-grouped 5-fold CV on RAVDESS (same folds) with the
   other corpora added to every training fold, against RAVDESS alone.
 
+Configurations named ``+ augmented copies`` train on ``--augment`` perturbed copies of each
+training clip as well (``mer features --augment``, :mod:`mer_pipeline.augment`): a copy
+follows its clip into training folds and is never scored; the other configurations see the
+recordings only.
+
 Every test clip is scored with its speaker's clips together (``balanced_batch``) and, for
 the leave-one-corpus-out row, also alone (``single_clip``). Nothing is tuned to a corpus:
 the configurations are the package's named options.
@@ -38,15 +43,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mer_pipeline import discover  # noqa: E402
 from mer_pipeline.audio import DEFAULT_SET  # noqa: E402
+from mer_pipeline.augment import RECIPE, n_copies, originals, with_copies  # noqa: E402
 from mer_pipeline.ensemble import EmotionClassifier  # noqa: E402
 from mer_pipeline.evaluation import _splits, cross_validate_model  # noqa: E402
 from mer_pipeline.features import extract_features, load_features  # noqa: E402
 from mer_pipeline.scoring import predict_table  # noqa: E402
 
+#: key -> (name, EmotionClassifier parameters, whether training folds take the augmented copies)
 CONFIGS = {
-    "default": ("EmotionClassifier() (adaptation='auto')", dict()),
-    "batch": ("adaptation='batch'", dict(adaptation="batch")),
-    "no_norm": ("no speaker normalisation", dict(speaker_norm=False)),
+    "default": ("EmotionClassifier() (adaptation='auto')", dict(), False),
+    "batch": ("adaptation='batch'", dict(adaptation="batch"), False),
+    "no_norm": ("no speaker normalisation", dict(speaker_norm=False), False),
+    "default_aug": ("EmotionClassifier() + augmented copies", dict(), True),
+    "batch_aug": ("adaptation='batch' + augmented copies", dict(adaptation="batch"), True),
 }
 
 
@@ -56,8 +65,12 @@ def _score(model, X, y, shared):
 
 
 def matrix(table, params, corpora, seed, n_jobs):
-    """Train on one corpus, test on each (diagonal: own speaker-grouped 5-fold CV)."""
+    """Train on one corpus, test on each (diagonal: own speaker-grouped 5-fold CV).
+
+    A corpus is trained on with its augmented copies, if the table has any; only
+    recordings are scored."""
     y = table["emotion"].astype(str).to_numpy()
+    recorded = originals(table)
     out = {}
     for a in corpora:
         tr = (table["corpus"] == a).to_numpy()
@@ -65,13 +78,13 @@ def matrix(table, params, corpora, seed, n_jobs):
         row = {}
         for b in corpora:
             te = (table["corpus"] == b).to_numpy()
-            if a == b:
+            if a == b:  # the copies follow their clips into the training folds
                 res = cross_validate_model(EmotionClassifier(**params), table[te], y[te],
                                            groups=table["group"][te], folds=5, seed=seed,
                                            n_jobs=n_jobs)
                 row[b] = round(res.accuracy, 4)
                 continue
-            te = te & np.isin(y, model.classes_.astype(str))
+            te = te & recorded & np.isin(y, model.classes_.astype(str))
             shared = sorted(set(y[te]))
             row[b] = round(_score(model, table[te], y[te], shared), 4) if te.any() else None
         out[a] = row
@@ -83,12 +96,13 @@ def with_more_corpora(table, params, target, seed):
     """Actor-grouped 5-fold CV on ``target``: alone, and with the other corpora added."""
     y = table["emotion"].astype(str).to_numpy()
     inside = (table["corpus"] == target).to_numpy()
-    idx = np.flatnonzero(inside)
-    others = np.flatnonzero(~inside)
+    idx = np.flatnonzero(inside & originals(table))
+    others = np.flatnonzero(~inside)  # with their copies, if any
     folds = _splits("actor", y[idx], table["group"].astype(object).to_numpy()[idx], 5, seed)
     hits = {"alone": 0, "with_others": 0}
     for tr, te in folds:
-        for name, rows in (("alone", idx[tr]), ("with_others", np.concatenate([idx[tr], others]))):
+        train = with_copies(table, idx[tr])
+        for name, rows in (("alone", train), ("with_others", np.concatenate([train, others]))):
             model = EmotionClassifier(**params).fit(table.iloc[rows], y[rows])
             pred = model.predict(table.iloc[idx[te]])
             hits[name] += int(np.sum(np.asarray(pred).astype(str) == y[idx[te]]))
@@ -107,18 +121,30 @@ def main(argv=None):
                    help=f"comma-separated, among {', '.join(CONFIGS)}")
     p.add_argument("--reference", default="ravdess",
                    help="corpus whose actor-grouped accuracy is measured with the others added")
+    p.add_argument("--augment", type=int, default=1,
+                   help="perturbed copies per clip extracted for the '+ augmented copies' "
+                        "configurations (mer features --augment; default %(default)s)")
+    p.add_argument("--name", default="corpora",
+                   help="results file stem: NAME.md and NAME.json (default %(default)s)")
     p.add_argument("--n-jobs", type=int, default=-1)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     scan = discover(args.data)
+    keys = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [k for k in keys if k not in CONFIGS]
+    if unknown:
+        p.error(f"unknown configuration(s) {', '.join(unknown)}; among {', '.join(CONFIGS)}")
+    copies = args.augment if any(CONFIGS[k][2] for k in keys) else 0
     extract_features(scan, args.work, audio_set=DEFAULT_SET, n_jobs=args.n_jobs, progress=False,
+                     augment=copies,
                      **({"whisper_model": args.whisper_model} if args.whisper_model else {}))
-    table = load_features(args.work, sequences=False)
-    table = table[table["emotion"].astype(str) != ""]
-    corpora = sorted(table["corpus"].unique())
+    everything = load_features(args.work, sequences=False)
+    everything = everything[everything["emotion"].astype(str) != ""]
+    corpora = sorted(everything["corpus"].unique())
     results = {}
-    for key in [c.strip() for c in args.configs.split(",") if c.strip()]:
-        name, params = CONFIGS[key]
+    for key in keys:
+        name, params, augmented = CONFIGS[key]
+        table = everything if augmented else everything[originals(everything)]
         print(name, flush=True)
         t0 = time.perf_counter()
         loco = cross_validate_model(EmotionClassifier(**params), table, table["emotion"],
@@ -132,7 +158,7 @@ def main(argv=None):
         for f in single.folds:
             per[f["corpus"]]["single_clip"] = f["accuracy"]
         results[key] = {
-            "name": name, "params": params, "loco": per,
+            "name": name, "params": params, "augmented_rows": n_copies(table), "loco": per,
             "loco_mean": round(float(np.mean([v["accuracy"] for v in per.values()])), 4),
             "loco_mean_single_clip": round(float(np.mean(
                 [v["single_clip"] for v in per.values()])), 4),
@@ -143,19 +169,21 @@ def main(argv=None):
         }
         print(" ", {k: results[key][k] for k in ("loco_mean", "loco_mean_single_clip",
                                                   "reference")}, flush=True)
+    table = everything[originals(everything)]
     meta = {"date": time.strftime("%Y-%m-%d"), "data": [str(d) for d in args.data],
             "clips": {c: int((table["corpus"] == c).sum()) for c in corpora},
             "speakers": {c: int(table.loc[table["corpus"] == c, "group"].nunique())
                          for c in corpora},
+            "augment": {"copies": copies, "recipe": RECIPE} if copies else None,
             "features": DEFAULT_SET, "whisper_model": args.whisper_model or "tiny.en (default)",
             "seed": args.seed,
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                        f"Python {platform.python_version()}"}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "corpora.json").write_text(json.dumps({"meta": meta, "results": results},
-                                                      indent=2))
-    (args.out / "corpora.md").write_text(_markdown(meta, results, corpora, args.reference))
-    print(f"wrote {args.out / 'corpora.md'}")
+    (args.out / f"{args.name}.json").write_text(json.dumps({"meta": meta, "results": results},
+                                                           indent=2))
+    (args.out / f"{args.name}.md").write_text(_markdown(meta, results, corpora, args.reference))
+    print(f"wrote {args.out / f'{args.name}.md'}")
 
 
 def _markdown(meta, results, corpora, reference):
@@ -163,7 +191,10 @@ def _markdown(meta, results, corpora, reference):
              f"{meta['date']}, {meta['machine']}. Audio features: `{meta['features']}` "
              f"(Whisper {meta['whisper_model']}). Corpora: "
              + ", ".join(f"{c} ({meta['clips'][c]} clips, {meta['speakers'][c]} speakers)"
-                         for c in corpora) + ".", "",
+                         for c in corpora) + "."
+             + (f" Augmented copies (`mer features --augment {meta['augment']['copies']}`, "
+                f"recipe `{meta['augment']['recipe']}`): in the training folds of the "
+                "configurations that say so, never scored." if meta.get("augment") else ""), "",
              "## All but one -> one (leave-one-corpus-out, `mer evaluate --cv corpus`)", "",
              "Each corpus scored by a model fit on the others, on the classes it shares with "
              "them (argmax over those). Speaker batch = each test speaker's clips together; "

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
-    "MODALITIES", "META_COLUMNS", "SEQUENCE_COLUMNS", "BOOKKEEPING_COLUMNS", "TABLES",
+    "MODALITIES", "META_COLUMNS", "AUGMENT_COLUMN", "SEQUENCE_COLUMNS", "BOOKKEEPING_COLUMNS", "TABLES",
     "FRAME_TABLES", "DETECTION_TABLE", "FAILURES_TABLE", "PROVENANCE_FILE",
     "column", "prefix", "parse_column", "modality_of", "feature_set_of", "is_feature",
     "feature_columns", "non_feature_columns", "table_modalities", "modality_blocks",
@@ -33,6 +33,11 @@ MODALITIES: tuple[str, ...] = ("audio", "face")
 
 #: Metadata columns of every feature table (after ``clip_id``), in this order.
 META_COLUMNS: list[str] = ["corpus", "actor", "group", "gender", "emotion", "split"]
+
+#: Metadata column of an augmented training copy (:mod:`mer_pipeline.augment`): the clip id
+#: of the recording it was made from (empty for a recording). Written only by tables that
+#: hold copies.
+AUGMENT_COLUMN = "augment_of"
 
 _SEP = "__"
 

@@ -524,6 +524,12 @@ class AudioFeatureExtractor:
                                     names=tuple(values.index), frames=frames)
 
     def __call__(self, clip_id: str, row: dict):
+        return self.extract(row)
+
+    def extract(self, row: dict, transform=None):
+        """One clip's outcome: decode ``row["audio_path"]``, apply ``transform(y, sr)``
+        (``None``: none; :class:`mer_pipeline.augment.AugmentedAudio` perturbs the
+        signal there), compute the features; failures recorded, never raised."""
         from .media import load_audio
         from .parallel import ClipOutcome
 
@@ -535,6 +541,8 @@ class AudioFeatureExtractor:
         rate = self.sample_rate
         try:
             y = load_audio(path, sr=rate)
+            if transform is not None:
+                y = transform(y, rate)
             try:
                 outcome.value = self.from_signal(y, rate)
             except SilentAudioError:

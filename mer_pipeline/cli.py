@@ -92,6 +92,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("running over clips")
     g.add_argument("--n-jobs", type=int, default=config.N_JOBS,
@@ -250,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "see `mer features --list-sets`)")
     p.add_argument("--list-sets", action="store_true",
                    help="list the acoustic feature sets and exit (no DATA needed)")
+    p.add_argument("--augment", type=_non_negative_int, default=config.AUGMENT_COPIES,
+                   metavar="N",
+                   help="also write N perturbed copies of each clip's audio features (speed, "
+                        "channel, gain, noise), used for training only: helps a model score "
+                        "other corpora (default %(default)s)")
     _add_run_options(p)
 
     p = _command(sub, "evaluate", cmd_evaluate, data=False,
@@ -688,10 +700,14 @@ def cmd_features(args) -> int:
                                     audio_set=args.audio_set, face_encoders=encoders,
                                     fps=args.fps, vggface_weights=args.vggface_weights,
                                     face_tracks=args.face_tracks, track_fps=args.track_fps,
-                                    whisper_model=args.whisper_model,
+                                    whisper_model=args.whisper_model, augment=args.augment,
                                     **_run_kwargs(args))
     _report_run(run, args.out, len(scan.clips))
     _report_modalities(run, args.out)
+    augmented = (run.modalities.get("audio") or {}).get("augment")
+    if augmented:
+        print(f"augmented: {augmented['rows']} perturbed copies of the clips' audio "
+              f"({augmented['copies']} per clip, recipe {augmented['recipe']}), for training only")
     for path in written:
         print(f"wrote {path}")
     if not any(e["clips_with_features"] for e in run.modalities.values()):

@@ -32,6 +32,11 @@ WINDOW_S, HOP_S : float
     ``mer stream``): 3 s long, one every second.
 SMOOTH_S : float
     Expected dwell time (seconds) in one emotion of the smoothed label track.
+AUGMENT_COPIES : int
+    Perturbed copies of each clip's audio ``mer features`` adds for training
+    (``--augment``; :mod:`mer_pipeline.augment`): 0, extraction time being
+    the cost; 1 is worth about 3 points across corpora and nothing within one
+    (README, "Across corpora").
 STREAM_HISTORY : int
     The most windows a speaker's statistics come from: a timeline is scored
     in blocks of this many windows, a stream with its last this many.
@@ -68,6 +73,7 @@ CLASS_PRESETS: dict[str, tuple[str, ...]] = {
 SAMPLE_RATE: int = 16_000
 FRAME_RATE: float = 3.0
 N_JOBS: int = -1
+AUGMENT_COPIES: int = 0
 
 CACHE_ENV: str = "MER_CACHE_DIR"
 FEATURES_DIR: str = "features"

@@ -29,6 +29,7 @@ from sklearn.metrics import (
 )
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+from .augment import originals, with_copies
 from .exceptions import ParameterError
 from .speaker import skewed_batches
 
@@ -94,6 +95,9 @@ class EvaluationResult:
     enrollment : dict or None
         For the ``enrolled`` presentation: reference ``clips`` per speaker and
         their ``emotion`` (the references are not among the scored clips).
+    augmented_rows : int
+        Augmented copies in the table (:mod:`mer_pipeline.augment`): each fold
+        trained on those of its training clips; none scored.
     """
 
     protocol: str
@@ -109,6 +113,7 @@ class EvaluationResult:
     presentations: dict = field(default_factory=dict)
     enrollment: dict | None = None
     dropped_classes: dict = field(default_factory=dict)
+    augmented_rows: int = 0
 
     def to_dict(self) -> dict:
         """The figures as JSON-ready data (what ``metrics.json`` holds)."""
@@ -144,6 +149,8 @@ class EvaluationResult:
                     (same["predicted"] == same["emotion"]).mean()), 4)
         if self.dropped_classes:
             out["dropped_classes"] = dict(self.dropped_classes)
+        if self.augmented_rows:
+            out["augmented_training_rows"] = int(self.augmented_rows)
         if self.comparison is not None:
             out["optimistic_random_split"] = {
                 k: v for k, v in self.comparison.to_dict().items() if k != "model"}
@@ -156,7 +163,9 @@ class EvaluationResult:
                  f"  accuracy {d['accuracy']:.4f} (folds {d['fold_accuracy_mean']:.4f} ± "
                  f"{d['fold_accuracy_std']:.4f}), macro-F1 {d['macro_f1']:.4f}, "
                  f"{d['n_clips']} clips, {d['n_folds']} folds"
-                 + (f", {d['n_groups']} groups" if d["n_groups"] else "")]
+                 + (f", {d['n_groups']} groups" if d["n_groups"] else "")
+                 + (f"; trained with {self.augmented_rows} augmented copies of training clips"
+                    if self.augmented_rows else "")]
         for name, r in self.presentations.items():
             refs = (f"; references: {r.enrollment['clips']} × {r.enrollment['emotion']} per "
                     f"speaker, {len(r.predictions)} clips scored" if r.enrollment else "")
@@ -398,7 +407,13 @@ def cross_validate_model(estimator, X: pd.DataFrame, y, *, groups=None, protocol
                                  "to enroll speakers with; there are none")
     y = np.asarray(y).astype(str)
     groups = None if groups is None else np.asarray(groups).astype(object)
-    splits = _splits(protocol, y, groups, folds, seed)
+    recorded = originals(X)
+    if recorded.all():
+        splits = _splits(protocol, y, groups, folds, seed)
+    else:  # folds of the recordings; each trains on its clips' augmented copies too
+        pos = np.flatnonzero(recorded)
+        splits = [(with_copies(X, pos[tr]), pos[te]) for tr, te in _splits(
+            protocol, y[pos], None if groups is None else groups[pos], folds, seed)]
     restrict = [None] * len(splits)
     extra = [{} for _ in splits]
     if protocol == "corpus":
@@ -470,7 +485,7 @@ def cross_validate_model(estimator, X: pd.DataFrame, y, *, groups=None, protocol
                                     zero_division=0)),
             folds=per_fold, classes=classes, predictions=table,
             n_groups=0 if groups is None else len(np.unique(groups)), model=model,
-            presentation=name,
+            presentation=name, augmented_rows=int((~recorded).sum()),
             enrollment={"clips": int(enroll_clips), "emotion": enroll_emotion or "any"}
             if name == "enrolled" else None)
     main = results[presentations[0]]

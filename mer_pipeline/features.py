@@ -137,7 +137,7 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
                      whisper_model: str | None = None, extractors: dict | None = None,
                      n_jobs: int | None = -1, cache_dir=None,
                      backend: str = "loky", scheduler: str | None = None,
-                     progress: bool = True, retry_failed: bool = False):
+                     progress: bool = True, retry_failed: bool = False, augment: int = 0):
     """Extract per-clip features and write them under ``out_dir``.
 
     Parameters
@@ -190,6 +190,13 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
     n_jobs, cache_dir, backend, scheduler, progress, retry_failed
         See :func:`mer_pipeline.parallel.map_clips`. The cache defaults to
         ``<out_dir>/.cache`` (or ``$MER_CACHE_DIR``).
+    augment : int, default=0
+        Also write this many perturbed copies of each clip's audio features
+        (:mod:`mer_pipeline.augment`): rows ``<clip_id>~aug<k>`` of
+        ``audio_features.csv`` naming their source in ``augment_of``, used for
+        training only. The audio entry of ``features.json`` records the recipe
+        and the number of copies; a copy that fails is listed in
+        ``failures.csv`` (stage ``augment``) unless its source failed too.
 
     Returns
     -------
@@ -209,6 +216,8 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
     """
     from .parallel import RunResult, default_cache_dir, map_clips, split_scan, write_failures
 
+    if not isinstance(augment, (int, np.integer)) or isinstance(augment, bool) or augment < 0:
+        raise ParameterError(f"augment must be a whole number of copies >= 0; got {augment!r}")
     scan = manifest
     manifest, scan_failures = split_scan(manifest)
     if len(manifest) == 0:
@@ -243,6 +252,9 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
                                         face_tracks=face_tracks is not None,
                                         track_fps=track_fps, whisper_model=whisper_model)
                       for m in MODALITIES if m in modalities}
+    if augment and "audio" not in extractors:
+        raise ParameterError("augment makes perturbed copies of the audio; no audio features "
+                             "are extracted here (--modalities)")
     for task in extractors.values():  # fail early: unknown sets or encoders, missing weights
         task.params()
         getattr(task, "build_encoders", lambda: None)()
@@ -270,6 +282,19 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
         n_ok = int(table[feature_columns(table)].notna().any(axis=1).sum()) if len(table) else 0
         entry = {"extractor": task.name, "version": str(task.version), "params": task.params(),
                  "clips": int(len(subset)), "clips_with_features": n_ok}
+        frame_values = run.values
+        if modality == "audio" and augment and len(table):
+            copies = _augmented(task, subset[subset.index.isin(table.index)], augment, kw,
+                                set(run.failures["clip_id"]) if len(run.failures) else set())
+            total.n_computed += copies.n_computed
+            total.n_cached += copies.n_cached
+            failures.append(copies.failures)
+            table.insert(len([c for c in META_COLUMNS if c in table.columns]),
+                         _schema.AUGMENT_COLUMN, "")
+            table = pd.concat([table, copies.table], axis=0)
+            frame_values = {**run.values, **copies.values}
+            entry["augment"] = {"recipe": copies.recipe, "copies": int(augment),
+                                "rows": int(len(copies.table))}
         if path_col == "face_track" and unmatched is not None:
             entry["tracks_without_clip"] = len(unmatched)
         total.modalities[modality] = entry
@@ -280,7 +305,7 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
         with atomic_path(out / name) as tmp:
             table.to_csv(tmp, float_format="%.7g")
         written.append(out / name)
-        frames = _write_frames(run.values, out / _schema.FRAME_TABLES[modality], modality)
+        frames = _write_frames(frame_values, out / _schema.FRAME_TABLES[modality], modality)
         written.append(frames)
         files = {"table": name, "rows": int(len(table)), "frames": frames.name}
         if any(v.records for v in run.values.values()):
@@ -300,6 +325,35 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
                   "files": sorted(p.name for p in written) + [_schema.PROVENANCE_FILE]}
     written.append(write_json(out / _schema.PROVENANCE_FILE, provenance))
     return written, total
+
+
+def _augmented(task, subset: pd.DataFrame, n: int, kw: dict, failed: set):
+    """``n`` perturbed copies of each clip in ``subset`` (:class:`~mer_pipeline.augment.
+    AugmentedAudio`): their table (ids ``<clip_id>~aug<k>``, the source in
+    ``augment_of``, the source's metadata), values by copy id, failures and counts."""
+    from types import SimpleNamespace
+
+    from .augment import RECIPE, AugmentedAudio, copy_id
+    from .parallel import map_clips
+
+    tables, values, failures, computed, cached = [], {}, [], 0, 0
+    for k in range(1, n + 1):
+        run = map_clips(AugmentedAudio(task, k), subset, desc=f"audio copy {k} of {n}", **kw)
+        computed, cached = computed + run.n_computed, cached + run.n_cached
+        part = _to_table(run.values, subset)
+        part.insert(len([c for c in META_COLUMNS if c in part.columns]),
+                    _schema.AUGMENT_COLUMN, part.index.astype(str))
+        part.index = pd.Index([copy_id(i, k) for i in part.index], name="clip_id")
+        tables.append(part)
+        values.update({copy_id(i, k): v for i, v in run.values.items()})
+        if len(run.failures):
+            fails = run.failures[~run.failures["clip_id"].isin(failed)].copy()
+            fails["clip_id"] = [copy_id(i, k) for i in fails["clip_id"]]
+            fails["stage"] = "augment"
+            failures.append(fails)
+    fails = pd.concat(failures, ignore_index=True) if failures else pd.DataFrame()
+    return SimpleNamespace(table=pd.concat(tables), values=values, failures=fails,
+                           n_computed=computed, n_cached=cached, recipe=RECIPE)
 
 
 def _write_frames(values: dict, path: Path, modality: str) -> Path:
@@ -581,8 +635,10 @@ def _join(audio: pd.DataFrame, video: pd.DataFrame) -> pd.DataFrame:
     extra = [c for c in video.columns if c not in audio.columns]
     joined = audio.join(video[extra], how="outer")
     skip = set(feature_columns(audio)) | set(SEQUENCE_COLUMNS.values())
-    meta = [c for c in audio.columns if c not in skip]
+    meta = [c for c in audio.columns if c not in skip and c in video.columns]
     joined[meta] = joined[meta].fillna(video[meta].reindex(joined.index))
+    if _schema.AUGMENT_COLUMN in joined.columns:  # a clip with video only is a recording
+        joined[_schema.AUGMENT_COLUMN] = joined[_schema.AUGMENT_COLUMN].fillna("")
     for col in SEQUENCE_COLUMNS.values():  # a clip absent from one table: None, not NaN
         if col in joined.columns:
             joined[col] = pd.Series([v if isinstance(v, np.ndarray) else None
@@ -592,7 +648,8 @@ def _join(audio: pd.DataFrame, video: pd.DataFrame) -> pd.DataFrame:
 
 def _load_table(path: Path, required_meta, sequences: bool, *, empty_ok: bool):
     """One feature CSV, checked; ``None`` when ``empty_ok`` and it has no usable feature."""
-    table = pd.read_csv(path, dtype={c: str for c in META_COLUMNS + ["clip_id"]},
+    table = pd.read_csv(path, dtype={c: str for c in META_COLUMNS + ["clip_id",
+                                                                    _schema.AUGMENT_COLUMN]},
                         keep_default_na=False, na_values={})
     if "clip_id" not in table.columns:
         raise FeatureTableError(f"{path}: no clip_id column")

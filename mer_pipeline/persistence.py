@@ -64,7 +64,13 @@ def _sha256(path: Path) -> str:
 def _training_summary(table: pd.DataFrame | None) -> dict:
     if table is None:
         return {}
-    out = {"n_clips": int(len(table))}
+    from .augment import originals
+
+    recorded = originals(table)
+    out = {"n_clips": int(recorded.sum())}
+    if not recorded.all():  # augmented copies: trained on, counted apart
+        out["augmented_rows"] = int((~recorded).sum())
+        table = table[recorded]
     for col in ("corpus", "emotion"):
         if col in table.columns:
             out[f"{col}_counts"] = {str(k): int(v) for k, v in
@@ -85,7 +91,7 @@ def _model_provenance(provenance: dict | None, modalities) -> dict | None:
     modalities' features were extracted."""
     if not provenance:
         return None
-    keep = ("extractor", "version", "params")
+    keep = ("extractor", "version", "params", "augment")
     mods = {m: {k: e[k] for k in keep if k in e}
             for m, e in (provenance.get("modalities") or {}).items() if m in modalities}
     return {"mer_pipeline": provenance.get("mer_pipeline"), "modalities": mods,

@@ -293,6 +293,7 @@ def input_features(meta: dict, columns, inputs, *, cache_dir=None, n_jobs: int |
     FeatureTableError
         If no clip yielded features, or a feature table was extracted otherwise.
     """
+    from .augment import originals
     from .corpus import discover
     from .exceptions import FeatureTableError
     from .features import check_provenance, extract_features, load_features
@@ -307,6 +308,11 @@ def input_features(meta: dict, columns, inputs, *, cache_dir=None, n_jobs: int |
             table = load_features(path, required_meta=())
             check_provenance(meta.get("provenance"), table.attrs.get("provenance"),
                              source=str(path))
+            recorded = originals(table)
+            if not recorded.all():  # training copies are no clips to score (nor a batch's)
+                warnings.warn(f"{path}: {int((~recorded).sum())} augmented training copies "
+                              "left out; only the recordings are scored", stacklevel=2)
+                table = table[recorded]
             tables.append(table)
     detections = None
     if media:
