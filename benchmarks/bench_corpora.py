@@ -16,7 +16,8 @@ Whisper weights of the ``whisper`` set), then, for each configuration of
   scores the held-out one on the classes it shares with them, beside the held-out corpus's
   majority-class share and chance; the mean over held-out corpora is the headline;
 - **RAVDESS with more corpora**: actor-grouped 5-fold CV on RAVDESS (same folds) with the
-  other corpora added to every training fold, against RAVDESS alone.
+  other corpora added to every training fold, against RAVDESS alone: one model over all
+  corpora, and ``CorpusExperts`` (that model mixed with an expert per corpus).
 
 Configurations named ``+ augmented copies`` train on ``--augment`` perturbed copies of each
 training clip as well (``mer features --augment``, :mod:`mer_pipeline.augment`): a copy
@@ -46,6 +47,7 @@ from mer_pipeline.audio import DEFAULT_SET  # noqa: E402
 from mer_pipeline.augment import RECIPE, n_copies, originals, with_copies  # noqa: E402
 from mer_pipeline.ensemble import EmotionClassifier  # noqa: E402
 from mer_pipeline.evaluation import _splits, cross_validate_model  # noqa: E402
+from mer_pipeline.experts import CorpusExperts  # noqa: E402
 from mer_pipeline.features import extract_features, load_features  # noqa: E402
 from mer_pipeline.scoring import predict_table  # noqa: E402
 
@@ -93,17 +95,23 @@ def matrix(table, params, corpora, seed, n_jobs):
 
 
 def with_more_corpora(table, params, target, seed):
-    """Actor-grouped 5-fold CV on ``target``: alone, and with the other corpora added."""
+    """Actor-grouped 5-fold CV on ``target``: alone, with the other corpora added, and with
+    them added under :class:`~mer_pipeline.experts.CorpusExperts` (what ``mer train`` fits on
+    a table of several corpora)."""
     y = table["emotion"].astype(str).to_numpy()
     inside = (table["corpus"] == target).to_numpy()
     idx = np.flatnonzero(inside & originals(table))
     others = np.flatnonzero(~inside)  # with their copies, if any
     folds = _splits("actor", y[idx], table["group"].astype(object).to_numpy()[idx], 5, seed)
-    hits = {"alone": 0, "with_others": 0}
+    hits = {"alone": 0, "with_others": 0, "with_others_experts": 0}
     for tr, te in folds:
         train = with_copies(table, idx[tr])
-        for name, rows in (("alone", train), ("with_others", np.concatenate([train, others]))):
-            model = EmotionClassifier(**params).fit(table.iloc[rows], y[rows])
+        more = np.concatenate([train, others])
+        for name, rows, model in (
+                ("alone", train, EmotionClassifier(**params)),
+                ("with_others", more, EmotionClassifier(**params)),
+                ("with_others_experts", more, CorpusExperts(EmotionClassifier(**params)))):
+            model.fit(table.iloc[rows], y[rows])
             pred = model.predict(table.iloc[idx[te]])
             hits[name] += int(np.sum(np.asarray(pred).astype(str) == y[idx[te]]))
     return {k: round(v / len(idx), 4) for k, v in hits.items()}
@@ -221,13 +229,17 @@ def _markdown(meta, results, corpora, reference):
         lines.append("")
     if any(r["reference"] for r in results.values()):
         lines += [f"## {reference} with the other corpora added to training", "",
-                  f"Actor-grouped 5-fold CV on {reference} (seed 0), speaker batches.", "",
-                  f"| configuration | {reference} alone | with the other corpora |",
-                  "|---|---:|---:|"]
+                  f"Actor-grouped 5-fold CV on {reference} (seed 0), speaker batches. "
+                  "Corpus experts: the other corpora added under `CorpusExperts` (a model "
+                  f"over all corpora mixed with one of {reference} alone for its clips; what "
+                  "`mer train` fits on several corpora).", "",
+                  f"| configuration | {reference} alone | with the other corpora | "
+                  "with them, corpus experts |", "|---|---:|---:|---:|"]
         for r in results.values():
             if r["reference"]:
                 lines.append(f"| {r['name']} | {r['reference']['alone']:.1%} | "
-                             f"{r['reference']['with_others']:.1%} |")
+                             f"{r['reference']['with_others']:.1%} | "
+                             f"{r['reference']['with_others_experts']:.1%} |")
     return "\n".join(lines) + "\n"
 
 

@@ -8,6 +8,7 @@ Public API::
     SpeakerNormalizer   per-speaker standardisation (transformer)
     EmotionClassifier   the single-table classifier (estimator)
     MultimodalEmotionClassifier  voice + face fusion (estimator)
+    CorpusExperts       several corpora: a shared model + an expert per corpus (estimator)
     evaluate_features   actor-independent cross-validation report (workflows)
     train_and_save      fit and save with metadata and provenance (workflows)
     score_inputs        score feature tables or media with a saved model (workflows)
@@ -20,6 +21,7 @@ from .corpus import CorpusScan, discover, parse_filename, read_manifest
 from .enrollment import SpeakerProfile, enroll, load_profiles, save_profile
 from .ensemble import EmotionClassifier
 from .evaluation import cross_validate_model
+from .experts import CorpusExperts
 from .exceptions import (
     CorruptMediaError,
     EmptyMediaError,
@@ -46,6 +48,7 @@ __all__ = [
     "CorpusScan", "discover", "parse_filename", "read_manifest",
     "extract_features", "load_features",
     "SpeakerNormalizer", "EmotionClassifier", "MultimodalEmotionClassifier", "build_estimator",
+    "CorpusExperts",
     "cross_validate_model", "evaluate_features",
     "train_and_save", "save_model", "load_model", "score_inputs", "score_timeline",
     "LiveScorer", "SpeakerProfile", "enroll", "save_profile", "load_profiles", "enroll_inputs",

@@ -99,6 +99,12 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _add_experts_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-corpus-experts", action="store_true",
+                   help="with several corpora, one model over all of them only (default: it "
+                        "plus an expert per corpus for that corpus's clips, CorpusExperts)")
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("running over clips")
     g.add_argument("--n-jobs", type=int, default=config.N_JOBS,
@@ -296,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "multimodal model's default), class_aware; see EmotionClassifier")
     p.add_argument("--no-random", action="store_true",
                    help="skip the optimistic random-split comparison")
+    _add_experts_option(p)
     p.add_argument("--presentations", default=None,
                    help="how each fold's test clips are shown to its model, comma-separated: "
                         "balanced_batch (each speaker's clips together), single_clip (each "
@@ -331,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "MultimodalEmotionClassifier")
     p.add_argument("--folds", type=int, default=5,
                    help="actor-grouped CV folds for the metadata's figures (0: skip)")
+    _add_experts_option(p)
     p.add_argument("--adaptation", choices=list(ADAPTATIONS), default=None,
                    help="how a new speaker is handled: auto (the single-modality model's "
                         "default: rules chosen by inner speaker-grouped CV), batch, switch (the "
@@ -436,13 +444,19 @@ def cmd_train(args) -> int:
     from .workflows import train_and_save
 
     extra = {} if args.adaptation is None else {"adaptation": args.adaptation}
+    if args.no_corpus_experts:
+        extra["corpus_experts"] = False
     _, meta = train_and_save(args.features, args.out, model=args.model, fusion=args.fusion,
                              cv_folds=args.folds or None, seed=args.seed, n_jobs=args.n_jobs,
                              classes=args.classes, **extra)
     if meta.get("dropped_classes"):
         print("left out (outside --classes): " + ", ".join(
             f"{k}={v}" for k, v in meta["dropped_classes"].items()))
-    what = meta["params"].get("fusion") or meta["params"].get("model")
+    params = meta["params"]
+    what = next((params[k] for k in ("fusion", "model", "estimator__fusion", "estimator__model")
+                 if params.get(k)), None)
+    if meta.get("corpus_experts"):
+        what = f"{what}; experts for {', '.join(meta['corpus_experts'])}"
     print(f"trained {meta['estimator']}({what}) on {'+'.join(meta['modalities'])} features of "
           f"{meta['training']['n_clips']} clips, {len(meta['training'].get('actors', []))} actors, "
           f"{len(meta['classes'])} classes")
@@ -745,7 +759,8 @@ def cmd_evaluate(args) -> int:
                                [x.strip() for x in args.presentations.split(",") if x.strip()],
                                enroll_clips=args.enroll_clips,
                                enroll_emotion=None if args.enroll_emotion == "any"
-                               else args.enroll_emotion)
+                               else args.enroll_emotion,
+                               corpus_experts=not args.no_corpus_experts)
     print(result.format())
     print(f"report written to {args.report}")
     return 0

@@ -155,6 +155,8 @@ def save_model(model, path: str | os.PathLike, *, training_table: pd.DataFrame |
         "training": _training_summary(training_table),
         "provenance": _model_provenance(provenance, modalities),
         "cv_metrics": cv_metrics,
+        **({"corpus_experts": sorted(model.experts_)} if getattr(model, "experts_", None)
+           else {}),
         **(extra or {}),
     }
     write_json(str(path) + ".json", meta)

@@ -73,7 +73,8 @@ def evaluate_features(features, *, cv: str = "actor", folds: int = 5, report_dir
                       n_jobs: int | None = None, estimator=None,
                       fusion: str = "auto", adaptation: str | None = None,
                       presentations=None, classes=None, enroll_clips: int | None = None,
-                      enroll_emotion: str | None = "neutral") -> EvaluationResult:
+                      enroll_emotion: str | None = "neutral",
+                      corpus_experts: bool = True) -> EvaluationResult:
     """Cross-validate the package's classifier on a feature table and report.
 
     Parameters
@@ -117,6 +118,10 @@ def evaluate_features(features, *, cv: str = "actor", folds: int = 5, report_dir
         :data:`mer_pipeline.evaluation.ENROLL_CLIPS`).
     enroll_emotion : str or None, default="neutral"
         Their emotion (``None``: any).
+    corpus_experts : bool, default=True
+        On a table of several corpora, evaluate
+        :class:`~mer_pipeline.experts.CorpusExperts` (what :func:`train_and_save`
+        fits); never with ``cv="corpus"``, where no held-out clip reaches an expert.
 
     Returns
     -------
@@ -125,10 +130,11 @@ def evaluate_features(features, *, cv: str = "actor", folds: int = 5, report_dir
     from .fusion import build_estimator
 
     table = labelled_table(features, classes)
-    if estimator is None:
+    if estimator is None:  # a held-out corpus never reaches a corpus expert: none fitted
         estimator = build_estimator(table, fusion=fusion, model=model,
                                     speaker_norm=speaker_norm, random_state=seed,
-                                    adaptation=adaptation)
+                                    adaptation=adaptation,
+                                    corpus_experts=corpus_experts and cv != "corpus")
     if presentations is None:
         presentations = list(PRESENTATIONS)
         if not takes_profiles(estimator):
@@ -187,11 +193,13 @@ def train_and_save(features, out: str | os.PathLike, *, model: str | None = None
         Train on these emotions only (:func:`labelled_table`); the metadata
         records the clips left out.
     **params
-        More hyper-parameters of the estimator.
+        More hyper-parameters of the estimator, and ``corpus_experts``
+        (:func:`mer_pipeline.fusion.build_estimator`: on a table of several
+        corpora, :class:`~mer_pipeline.experts.CorpusExperts`, by default).
 
     Returns
     -------
-    model : EmotionClassifier or MultimodalEmotionClassifier
+    model : EmotionClassifier, MultimodalEmotionClassifier or CorpusExperts
     metadata : dict
     """
     from .fusion import build_estimator

@@ -132,3 +132,92 @@ def test_cli_classes_and_corpus_cv(tmp_path, capsys):
     assert main(["score", "--model", str(model), str(tmp_path / "feats"), "--classes",
                  "calm", "--out", str(tmp_path / "q.csv"), "--no-progress"]) == 1
     assert "does not know class" in capsys.readouterr().err
+
+
+def test_corpus_experts_mix_each_corpus_expert_with_the_shared_model():
+    from sklearn.base import clone
+
+    from mer_pipeline import CorpusExperts
+
+    table = corpora_table()
+    y = table["emotion"].to_numpy()
+    model = CorpusExperts(EmotionClassifier(model="logreg"), min_corpus_clips=50).fit(table, y)
+    assert sorted(model.experts_) == ["alpha", "beta", "gamma"]
+    assert list(model.classes_) == list(model.shared_.classes_)
+    assert model.feature_names_in_ is not None and model.adaptation_  # the shared model's state
+    part = table[table["corpus"] == "beta"]
+    shared = model.shared_.predict_proba(part)
+    expert = pd.DataFrame(model.experts_["beta"].predict_proba(part),
+                          columns=model.experts_["beta"].classes_)
+    expert = expert.reindex(columns=model.classes_, fill_value=0.0).to_numpy()
+    proba = model.predict_proba(part)
+    assert np.allclose(proba, 0.7 * expert + 0.3 * shared) and np.allclose(proba.sum(1), 1)
+    assert np.allclose(proba[:, list(model.classes_).index("calm")],
+                       0.3 * shared[:, list(model.classes_).index("calm")])  # beta has no calm
+    # a corpus it was not trained on, or no corpus column: the shared model alone
+    other = part.assign(corpus="delta")
+    assert np.allclose(model.predict_proba(other), model.shared_.predict_proba(other))
+    assert np.allclose(model.predict_proba(part.drop(columns=["corpus"])),
+                       model.shared_.predict_proba(part.drop(columns=["corpus"])))
+    assert clone(model).get_params()["expert_weight"] == 0.7
+    assert not CorpusExperts(EmotionClassifier(model="logreg"), expert_weight=0.0).fit(
+        table, y).experts_
+    assert not CorpusExperts(EmotionClassifier(model="logreg")).fit(
+        table[table["corpus"] == "alpha"], y[table["corpus"] == "alpha"]).experts_
+    with pytest.raises(ParameterError, match="expert_weight"):
+        CorpusExperts(expert_weight=1.5).fit(table, y)
+
+
+def test_corpus_experts_help_corpora_that_show_emotions_differently(tmp_path):
+    from mer_pipeline import CorpusExperts, build_estimator
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for corpus, sign in (("alpha", 1.0), ("beta", -1.0)):  # beta shows the emotions mirrored
+        for s in range(6):
+            offset = rng.normal(0, 2, 6)
+            for emo, k in (("happy", 0), ("sad", 1), ("angry", 2)):
+                for _ in range(8):
+                    x = rng.normal(0, 1, 6) + offset
+                    x[k] += 1.5
+                    x[3 + k] += 3.0 * sign
+                    rows.append({"corpus": corpus, "group": f"{corpus}:{s}", "emotion": emo,
+                                 **{f"audio__f_{i}": x[i] for i in range(6)}})
+    table = pd.DataFrame(rows)
+    table.index = pd.Index([f"c{i}" for i in range(len(table))], name="clip_id")
+    assert isinstance(build_estimator(table, model="logreg"), CorpusExperts)
+    assert not isinstance(build_estimator(table[table["corpus"] == "alpha"], model="logreg"),
+                          CorpusExperts)
+    assert not isinstance(build_estimator(table, model="logreg", corpus_experts=False),
+                          CorpusExperts)
+    kw = dict(cv="actor", n_jobs=1, presentations=("balanced_batch",), random_comparison=False)
+    experts = evaluate_features(table, model="logreg", **kw)
+    shared = evaluate_features(table, estimator=EmotionClassifier(model="logreg"), **kw)
+    assert experts.model["class"] == "CorpusExperts"
+    assert experts.accuracy > shared.accuracy + 0.05
+    # leave-one-corpus-out: the held-out corpus has no expert, so none is fitted
+    assert evaluate_features(table, cv="corpus", model="logreg", n_jobs=1,
+                             presentations=("balanced_batch",)).model["class"] == \
+        "EmotionClassifier"
+    # trained and saved: the metadata names the experts; scoring a table uses them
+    from mer_pipeline.workflows import score_inputs, train_and_save
+
+    write_features(table, tmp_path / "f")
+    _, meta = train_and_save(tmp_path / "f", tmp_path / "m.joblib", model="logreg", cv_folds=0)
+    assert meta["corpus_experts"] == ["alpha", "beta"] and meta["estimator"] == "CorpusExperts"
+    preds, _ = score_inputs(tmp_path / "m.joblib", [tmp_path / "f"], progress=False)
+    assert (preds["predicted"] == table.loc[preds.index, "emotion"]).mean() > 0.8
+
+
+def test_cli_trains_corpus_experts_unless_told_not_to(tmp_path, capsys):
+    import json
+
+    write_features(corpora_table(), tmp_path / "f")
+    args = ["train", "--features", str(tmp_path / "f"), "--model", "logreg", "--folds", "0"]
+    assert main(args + ["--out", str(tmp_path / "a.joblib")]) == 0
+    assert "experts for alpha, gamma" in capsys.readouterr().out  # beta: 96 clips, too few
+    meta = json.loads((tmp_path / "a.joblib.json").read_text())
+    assert meta["estimator"] == "CorpusExperts" and meta["corpus_experts"] == ["alpha", "gamma"]
+    assert main(args + ["--out", str(tmp_path / "b.joblib"), "--no-corpus-experts"]) == 0
+    meta = json.loads((tmp_path / "b.joblib.json").read_text())
+    assert meta["estimator"] == "EmotionClassifier" and "corpus_experts" not in meta

@@ -46,6 +46,8 @@ each clip's prediction used.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .._schema import modality_blocks, table_modalities
 from ..ensemble import EmotionClassifier
 from ..exceptions import ParameterError
@@ -60,7 +62,7 @@ FUSION_CHOICES = ("auto", "none") + FUSIONS
 
 def build_estimator(table=None, *, fusion: str = "auto", model: str | None = None,
                     speaker_norm: bool = True, random_state: int | None = 0,
-                    adaptation: str | None = None, **params):
+                    adaptation: str | None = None, corpus_experts: bool = True, **params):
     """The estimator ``mer evaluate`` and ``mer train`` fit: one place decides.
 
     Parameters
@@ -82,6 +84,10 @@ def build_estimator(table=None, *, fusion: str = "auto", model: str | None = Non
         The estimator's ``adaptation`` (``None``: its default: ``"auto"`` for
         ``EmotionClassifier``, ``"switch"`` for the multimodal estimator, which
         has no ``"auto"``).
+    corpus_experts : bool, default=True
+        With a table of several corpora (its ``corpus`` column), wrap the
+        estimator in :class:`~mer_pipeline.experts.CorpusExperts`: one model
+        over all corpora plus an expert per corpus for that corpus's clips.
     **params
         More :class:`MultimodalEmotionClassifier` (or ``EmotionClassifier``)
         hyper-parameters.
@@ -96,14 +102,25 @@ def build_estimator(table=None, *, fusion: str = "auto", model: str | None = Non
     kw = {} if model is None else {"model": model}
     if fusion == "auto":
         fusion = "late" if table is not None and len(table_modalities(table)) > 1 else "none"
-    if fusion == "none":
-        if adaptation is not None:
-            params = {**params, "adaptation": adaptation}
-        return EmotionClassifier(speaker_norm=speaker_norm, random_state=random_state,
-                                 **kw, **params)
     if adaptation is not None:
         params = {**params, "adaptation": adaptation}
-    inner = EmotionClassifier(random_state=random_state, **kw) if kw else None
-    return MultimodalEmotionClassifier(fusion=fusion, estimator=inner,
-                                       speaker_norm=speaker_norm, random_state=random_state,
-                                       **params)
+    if fusion == "none":
+        estimator = EmotionClassifier(speaker_norm=speaker_norm, random_state=random_state,
+                                      **kw, **params)
+    else:
+        inner = EmotionClassifier(random_state=random_state, **kw) if kw else None
+        estimator = MultimodalEmotionClassifier(fusion=fusion, estimator=inner,
+                                                speaker_norm=speaker_norm,
+                                                random_state=random_state, **params)
+    if corpus_experts and n_corpora(table) > 1:
+        from ..experts import CorpusExperts
+
+        return CorpusExperts(estimator)
+    return estimator
+
+
+def n_corpora(table) -> int:
+    """How many corpora a feature table's ``corpus`` column names (0 without one)."""
+    if table is None or "corpus" not in getattr(table, "columns", ()):
+        return 0
+    return int(table["corpus"].astype(str).replace("", np.nan).nunique())
