@@ -453,8 +453,9 @@ def cmd_train(args) -> int:
         print("left out (outside --classes): " + ", ".join(
             f"{k}={v}" for k, v in meta["dropped_classes"].items()))
     params = meta["params"]
-    what = next((params[k] for k in ("fusion", "model", "estimator__fusion", "estimator__model")
-                 if params.get(k)), None)
+    # the estimator's fusion or model, else its inner estimator's (CorpusExperts)
+    what = next((v for k, v in sorted(params.items(), key=lambda kv: len(kv[0]))
+                 if v and (k in ("fusion", "model") or k.endswith(("_fusion", "_model")))), None)
     if meta.get("corpus_experts"):
         what = f"{what}; experts for {', '.join(meta['corpus_experts'])}"
     print(f"trained {meta['estimator']}({what}) on {'+'.join(meta['modalities'])} features of "

@@ -155,6 +155,6 @@ class CorpusExperts(ClassifierMixin, BaseEstimator):
     def __getattr__(self, name):
         # a fitted model's other learned state (modalities_, sequences_, adaptation_, ...):
         # the shared model's; parameters and unfitted lookups fail as usual
-        if name.endswith("_") and not name.startswith("__") and "shared_" in self.__dict__:
+        if name.endswith("_") and not name.startswith("_") and "shared_" in self.__dict__:
             return getattr(self.__dict__["shared_"], name)
         raise AttributeError(name)
