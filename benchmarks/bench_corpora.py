@@ -149,6 +149,17 @@ def main(argv=None):
     everything = load_features(args.work, sequences=False)
     everything = everything[everything["emotion"].astype(str) != ""]
     corpora = sorted(everything["corpus"].unique())
+    table = everything[originals(everything)]
+    meta = {"date": time.strftime("%Y-%m-%d"), "data": [str(d) for d in args.data],
+            "clips": {c: int((table["corpus"] == c).sum()) for c in corpora},
+            "speakers": {c: int(table.loc[table["corpus"] == c, "group"].nunique())
+                         for c in corpora},
+            "augment": {"copies": copies, "recipe": RECIPE} if copies else None,
+            "features": DEFAULT_SET, "whisper_model": args.whisper_model or "tiny.en (default)",
+            "seed": args.seed,
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+                       f"Python {platform.python_version()}"}
+    args.out.mkdir(parents=True, exist_ok=True)
     results = {}
     for key in keys:
         name, params, augmented = CONFIGS[key]
@@ -177,21 +188,12 @@ def main(argv=None):
         }
         print(" ", {k: results[key][k] for k in ("loco_mean", "loco_mean_single_clip",
                                                   "reference")}, flush=True)
-    table = everything[originals(everything)]
-    meta = {"date": time.strftime("%Y-%m-%d"), "data": [str(d) for d in args.data],
-            "clips": {c: int((table["corpus"] == c).sum()) for c in corpora},
-            "speakers": {c: int(table.loc[table["corpus"] == c, "group"].nunique())
-                         for c in corpora},
-            "augment": {"copies": copies, "recipe": RECIPE} if copies else None,
-            "features": DEFAULT_SET, "whisper_model": args.whisper_model or "tiny.en (default)",
-            "seed": args.seed,
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-                       f"Python {platform.python_version()}"}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.name}.json").write_text(json.dumps({"meta": meta, "results": results},
-                                                           indent=2))
-    (args.out / f"{args.name}.md").write_text(_markdown(meta, results, corpora, args.reference))
-    print(f"wrote {args.out / f'{args.name}.md'}")
+        # after each configuration: a run stopped later keeps what it finished
+        (args.out / f"{args.name}.json").write_text(json.dumps(
+            {"meta": meta, "results": results}, indent=2))
+        (args.out / f"{args.name}.md").write_text(_markdown(meta, results, corpora,
+                                                            args.reference))
+        print(f"wrote {args.out / f'{args.name}.md'}", flush=True)
 
 
 def _markdown(meta, results, corpora, reference):
