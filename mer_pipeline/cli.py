@@ -582,14 +582,14 @@ def cmd_stream(args) -> int:
     n = 0
     try:
         for row in scorer:
-            print(_format_window(row), flush=True)
-            if fh is not None:
+            if fh is not None:  # on disk before it is shown: a window shown is a window kept
                 if writer is None:
                     writer = csv.DictWriter(fh, fieldnames=list(row))
                     if new:
                         writer.writeheader()
                 writer.writerow(row)
                 fh.flush()
+            print(_format_window(row), flush=True)
             n += 1
             if quit_asked:
                 break
