@@ -21,7 +21,8 @@ __all__ = ["CorpusExperts", "EXPERT_WEIGHT", "MIN_EXPERT_CLIPS"]
 
 #: Weight of a corpus's expert in the mixture for that corpus's clips (the shared model
 #: has the rest): chosen by speaker-grouped CV within each of the three shared corpora with
-#: the other two added to training (0.5 and 0.7 tried; README, "Across corpora").
+#: the other two added to training, in a linear probe (0.5 and 0.7 tried; README, "Across
+#: corpora").
 EXPERT_WEIGHT = 0.7
 #: Fewest clips of a corpus for it to get an expert.
 MIN_EXPERT_CLIPS = 100
