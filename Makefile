@@ -93,7 +93,7 @@ bench-audio: install ## audio benchmark: extraction speed and accuracy table -> 
 bench-adaptation: install ## speaker adaptation and enrollment: the four presentations per adaptation, enrollment references, faces -> benchmarks/results/
 	$(PY) benchmarks/bench_adaptation.py --data $(SHARED_RAVDESS) --out benchmarks/results --n-jobs $(N_JOBS)
 
-bench-corpora: install ## cross-corpus: train-on x test-on matrix and leave-one-corpus-out (RAVDESS, nEMO, TurEV-DB) -> benchmarks/results/
+bench-corpora: install ## cross-corpus: leave-one-corpus-out, train-on x test-on matrix, RAVDESS with more corpora (RAVDESS, nEMO, TurEV-DB; with and without augmented copies) -> benchmarks/results/
 	$(PY) benchmarks/bench_corpora.py --data $(SHARED_CORPORA) --out benchmarks/results --work $(FEATURES)/bench_corpora --n-jobs $(N_JOBS)
 
 bench-face: install ## face benchmark: CK+48 / JAFFE subject-grouped accuracy and speed per clip -> benchmarks/results/
