@@ -544,9 +544,15 @@ def _format_window(row: dict) -> str:
 
 def cmd_stream(args) -> int:
     import csv
+    import signal
 
     from .media import list_devices
     from .stream import LiveScorer, annotate_frame, check_display
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # started in the background by a shell (`mer stream ... &` ignores SIGINT): a stream
+        # runs until stopped, so Ctrl-C / kill -INT must still stop it cleanly
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     if args.list_devices:
         found = list_devices()
