@@ -195,8 +195,8 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
         (:mod:`mer_pipeline.augment`): rows ``<clip_id>~aug<k>`` of
         ``audio_features.csv`` naming their source in ``augment_of``, used for
         training only. The audio entry of ``features.json`` records the recipe
-        and the number of copies; a copy that fails is listed in
-        ``failures.csv`` (stage ``augment``) unless its source failed too.
+        and the number of copies; a clip that yielded no features gets no copies,
+        and a copy that fails is listed in ``failures.csv`` (stage ``augment``).
 
     Returns
     -------
@@ -284,8 +284,8 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
                  "clips": int(len(subset)), "clips_with_features": n_ok}
         frame_values = run.values
         if modality == "audio" and augment and len(table):
-            copies = _augmented(task, subset[subset.index.isin(table.index)], augment, kw,
-                                set(run.failures["clip_id"]) if len(run.failures) else set())
+            # copies of the clips that yielded features (a failed clip's copies would fail too)
+            copies = _augmented(task, subset[subset.index.isin(table.index)], augment, kw)
             total.n_computed += copies.n_computed
             total.n_cached += copies.n_cached
             failures.append(copies.failures)
@@ -327,7 +327,7 @@ def extract_features(manifest, out_dir: str | os.PathLike, *, modalities="auto",
     return written, total
 
 
-def _augmented(task, subset: pd.DataFrame, n: int, kw: dict, failed: set):
+def _augmented(task, subset: pd.DataFrame, n: int, kw: dict):
     """``n`` perturbed copies of each clip in ``subset`` (:class:`~mer_pipeline.augment.
     AugmentedAudio`): their table (ids ``<clip_id>~aug<k>``, the source in
     ``augment_of``, the source's metadata), values by copy id, failures and counts."""
@@ -347,7 +347,7 @@ def _augmented(task, subset: pd.DataFrame, n: int, kw: dict, failed: set):
         tables.append(part)
         values.update({copy_id(i, k): v for i, v in run.values.items()})
         if len(run.failures):
-            fails = run.failures[~run.failures["clip_id"].isin(failed)].copy()
+            fails = run.failures.copy()
             fails["clip_id"] = [copy_id(i, k) for i in fails["clip_id"]]
             fails["stage"] = "augment"
             failures.append(fails)
