@@ -129,15 +129,14 @@ class CorpusExperts(ClassifierMixin, BaseEstimator):
         if corpora is None or not self.experts_:
             return proba
         w = float(self.expert_weight)
+        known = list(self.classes_)
         for name, expert in self.experts_.items():
             rows = corpora == name
             if not rows.any():
                 continue
             part = np.asarray(expert.predict_proba(X[rows], **kw), dtype=float)
-            aligned = np.zeros((part.shape[0], len(self.classes_)))
-            index = {c: j for j, c in enumerate(self.classes_)}
-            for k, c in enumerate(expert.classes_):
-                aligned[:, index[c]] = part[:, k]
+            aligned = np.zeros((part.shape[0], len(self.classes_)))  # 0 for classes it lacks
+            aligned[:, [known.index(c) for c in expert.classes_]] = part
             proba[rows] = w * aligned + (1 - w) * proba[rows]
         return proba
 
