@@ -23,6 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import _schema
 from ._schema import feature_blocks
 from .exceptions import ParameterError
+from .labelsets import LabelSetLogisticRegression, corpus_label_sets
 from .speaker import (ClassEffects, SpeakerNormalizer, SpeakerPrior, _clip_absurd, _safe_std,
                       check_features, enrolled_rows, record_features, reference_labels,
                       skewed_batches, speaker_rows, split_groups)
@@ -65,10 +66,11 @@ class ProbabilityBlend(ClassifierMixin, BaseEstimator):
         self.estimators = estimators
         self.rule = rule
 
-    def fit(self, X, y):
+    def fit(self, X, y, **fit_params):
+        """Fit every member on ``X, y`` (``fit_params`` passed to each member's ``fit``)."""
         if self.rule not in ("geometric", "arithmetic"):
             raise ParameterError(f"rule must be geometric or arithmetic; got {self.rule!r}")
-        self.estimators_ = [clone(est).fit(X, y) for _, est in self.estimators]
+        self.estimators_ = [clone(est).fit(X, y, **fit_params) for _, est in self.estimators]
         self.classes_ = self.estimators_[0].classes_
         return self
 
@@ -122,6 +124,16 @@ class EmotionClassifier(ClassifierMixin, BaseEstimator):
         (:class:`~mer_pipeline.speaker.SpeakerNormalizer`).
     group_col : str, default="group"
         Column of the feature table with the speaker id.
+    corpus_col : str or None, default="corpus"
+        Column of the feature table naming each clip's corpus. Trained on
+        corpora that label different emotions (RAVDESS has *calm*, nEMO has
+        not), each clip's softmax in the linear members (``blend``, ``logreg``)
+        runs over the classes its own corpus labels, so no clip is taught
+        against an emotion its corpus lacks
+        (:class:`~mer_pipeline.labelsets.LabelSetLogisticRegression`; the
+        restricted corpora in ``label_sets_``). ``None``, a table without the
+        column, one corpus, or corpora that all label the same classes: every
+        clip over every class. The other models ignore it.
     min_speaker_clips : int, default=10
         Fewest clips of a speaker for its own statistics to be used.
     adaptation : {"auto", "batch", "switch", "class_aware"}, default="auto"
@@ -197,6 +209,9 @@ class EmotionClassifier(ClassifierMixin, BaseEstimator):
         cross-validation accuracies they were chosen by (``inner``).
     class_effects_ : ClassEffects or None
         Per-emotion offsets from a speaker's mean, for class-aware statistics.
+    label_sets_ : dict of str to list of str
+        The classes each corpus's training clips were weighed against, for the
+        corpora whose label set is not every class (empty: none restricted).
     speaker_prior_ : SpeakerPrior or None
         How speakers' statistics vary in the training data: what enrolled
         reference clips (``predict_proba(X, profiles=...)``) are shrunk by.
@@ -217,7 +232,8 @@ class EmotionClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, *, model: str = "blend", speaker_norm: bool = True,
-                 group_col: str = "group", min_speaker_clips: int = 10,
+                 group_col: str = "group", corpus_col: str | None = "corpus",
+                 min_speaker_clips: int = 10,
                  adaptation: str = "auto", select_k: int = 1000,
                  logreg_C: float = 0.01,
                  block_C: tuple = (("egemaps", 0.1), ("compare", 0.03), ("librosa", 0.03)),
@@ -229,6 +245,7 @@ class EmotionClassifier(ClassifierMixin, BaseEstimator):
         self.model = model
         self.speaker_norm = speaker_norm
         self.group_col = group_col
+        self.corpus_col = corpus_col
         self.min_speaker_clips = min_speaker_clips
         self.adaptation = adaptation
         self.select_k = select_k
@@ -260,7 +277,7 @@ class EmotionClassifier(ClassifierMixin, BaseEstimator):
         k = self.select_k if k == -1 else k
         select = SelectKBest(f_classif, k="all" if k is None else min(k, len(idx)))
         return make_pipeline(ColumnTransformer([("cols", "passthrough", list(idx))]), select,
-                             LogisticRegression(C=C, max_iter=5000))
+                             LabelSetLogisticRegression(C=C, max_iter=5000))
 
     def _linear_members(self):
         overrides, ks = dict(self.block_C or ()), dict(self.block_k or ())
@@ -373,7 +390,8 @@ class EmotionClassifier(ClassifierMixin, BaseEstimator):
             # constant features (e.g. a ComParE functional on short clips) are expected;
             # ANOVA F gives them a NaN score and they are never selected
             warnings.filterwarnings("ignore", module=r"sklearn\.feature_selection.*")
-            self.estimator_ = self._classifier(Z, codes, groups).fit(Z, codes)
+            label_sets = self._label_sets(X, codes)
+            self.estimator_ = self._fit_classifier(Z, codes, groups, label_sets)
             self.fallback_ = self.class_effects_ = self.speaker_prior_ = None
             self.adaptation_ = {"lone_clip": None, "batch": None}
             if self.speaker_norm:
@@ -388,10 +406,28 @@ class EmotionClassifier(ClassifierMixin, BaseEstimator):
                                                    self.min_speaker_clips)
             if self.speaker_norm and self.adaptation != "batch":
                 pop = self._population(values)
-                self.fallback_ = self._classifier(pop, codes, groups).fit(pop, codes)
+                self.fallback_ = self._fit_classifier(pop, codes, groups, label_sets)
         if self.speaker_norm and self.adaptation == "auto":
             self.adaptation_ = self._choose_rules(X, y, groups)
         return self
+
+    def _label_sets(self, X, codes):
+        """Each training clip's classes by its corpus (None: all), and ``label_sets_``."""
+        self.label_sets_ = {}
+        if self.model not in ("blend", "logreg") or not self.corpus_col \
+                or not hasattr(X, "columns") or self.corpus_col not in X.columns:
+            return None
+        mask, sets = corpus_label_sets(X[self.corpus_col].to_numpy(), codes, len(self.classes_))
+        self.label_sets_ = {name: [str(self.classes_[c]) for c in have]
+                            for name, have in sets.items()}
+        return mask
+
+    def _fit_classifier(self, Z, codes, groups, label_sets):
+        est = self._classifier(Z, codes, groups)
+        if label_sets is None:
+            return est.fit(Z, codes)
+        # the linear members' last step (make_pipeline names it after its class)
+        return est.fit(Z, codes, labelsetlogisticregression__label_sets=label_sets)
 
     def _choose_rules(self, X, y, groups) -> dict:
         """The lone-clip and batch rules of ``adaptation="auto"``, by inner grouped CV."""
