@@ -9,6 +9,7 @@ Public API::
     EmotionClassifier   the single-table classifier (estimator)
     MultimodalEmotionClassifier  voice + face fusion (estimator)
     CorpusExperts       several corpora: a shared model + an expert per corpus (estimator)
+    LabelSetLogisticRegression  logistic regression whose clips each have a label set (corpora)
     evaluate_features   actor-independent cross-validation report (workflows)
     train_and_save      fit and save with metadata and provenance (workflows)
     score_inputs        score feature tables or media with a saved model (workflows)
@@ -38,6 +39,7 @@ from .exceptions import (
 )
 from .features import extract_features, load_features
 from .fusion import MultimodalEmotionClassifier, build_estimator
+from .labelsets import LabelSetLogisticRegression
 from .persistence import ArtifactError, load_model, save_model
 from .speaker import SpeakerNormalizer
 from .stream import LiveScorer, score_timeline
@@ -48,7 +50,7 @@ __all__ = [
     "CorpusScan", "discover", "parse_filename", "read_manifest",
     "extract_features", "load_features",
     "SpeakerNormalizer", "EmotionClassifier", "MultimodalEmotionClassifier", "build_estimator",
-    "CorpusExperts",
+    "CorpusExperts", "LabelSetLogisticRegression",
     "cross_validate_model", "evaluate_features",
     "train_and_save", "save_model", "load_model", "score_inputs", "score_timeline",
     "LiveScorer", "SpeakerProfile", "enroll", "save_profile", "load_profiles", "enroll_inputs",

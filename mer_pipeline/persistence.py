@@ -157,6 +157,8 @@ def save_model(model, path: str | os.PathLike, *, training_table: pd.DataFrame |
         "cv_metrics": cv_metrics,
         **({"corpus_experts": sorted(model.experts_)} if getattr(model, "experts_", None)
            else {}),
+        # the classes each restricted corpus's clips were weighed against (labelsets)
+        **({"label_sets": model.label_sets_} if getattr(model, "label_sets_", None) else {}),
         **(extra or {}),
     }
     write_json(str(path) + ".json", meta)

@@ -221,3 +221,7 @@ def test_cli_trains_corpus_experts_unless_told_not_to(tmp_path, capsys):
     assert main(args + ["--out", str(tmp_path / "b.joblib"), "--no-corpus-experts"]) == 0
     meta = json.loads((tmp_path / "b.joblib.json").read_text())
     assert meta["estimator"] == "EmotionClassifier" and "corpus_experts" not in meta
+    # each corpus's clips were weighed against its own classes only (labelsets)
+    sets = {"alpha": CLASSES, "beta": ["angry", "happy", "neutral", "sad"],
+            "gamma": ["angry", "happy", "sad", "fearful", "boredom"]}
+    assert meta["label_sets"] == {k: sorted(v) for k, v in sets.items()}
