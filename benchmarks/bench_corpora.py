@@ -24,6 +24,10 @@ training clip as well (``mer features --augment``, :mod:`mer_pipeline.augment`):
 follows its clip into training folds and is never scored; the other configurations see the
 recordings only.
 
+Every configuration trains with label sets (``EmotionClassifier(corpus_col="corpus")``,
+the default, :mod:`mer_pipeline.labelsets`): each training clip's linear members are fitted
+over the classes its own corpus labels, never against an emotion that corpus lacks.
+
 Every test clip is scored with its speaker's clips together (``balanced_batch``) and, for
 the leave-one-corpus-out row, also alone (``single_clip``). Nothing is tuned to a corpus:
 the configurations are the package's named options.
@@ -42,7 +46,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mer_pipeline import discover  # noqa: E402
+from mer_pipeline import __version__, discover  # noqa: E402
 from mer_pipeline.audio import DEFAULT_SET  # noqa: E402
 from mer_pipeline.augment import RECIPE, n_copies, originals, with_copies  # noqa: E402
 from mer_pipeline.ensemble import EmotionClassifier  # noqa: E402
@@ -156,7 +160,9 @@ def main(argv=None):
                          for c in corpora},
             "augment": {"copies": copies, "recipe": RECIPE} if copies else None,
             "features": DEFAULT_SET, "whisper_model": args.whisper_model or "tiny.en (default)",
-            "seed": args.seed,
+            "seed": args.seed, "mer_pipeline": __version__,
+            "label_sets": "each training clip over its own corpus's classes "
+                          "(EmotionClassifier(corpus_col='corpus'), the default)",
             "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                        f"Python {platform.python_version()}"}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -204,7 +210,9 @@ def _markdown(meta, results, corpora, reference):
                          for c in corpora) + "."
              + (f" Augmented copies (`mer features --augment {meta['augment']['copies']}`, "
                 f"recipe `{meta['augment']['recipe']}`): in the training folds of the "
-                "configurations that say so, never scored." if meta.get("augment") else ""), "",
+                "configurations that say so, never scored." if meta.get("augment") else "")
+             + (f" Label sets: {meta['label_sets']}; mer_pipeline {meta['mer_pipeline']}."
+                if meta.get("label_sets") else ""), "",
              "## All but one -> one (leave-one-corpus-out, `mer evaluate --cv corpus`)", "",
              "Each corpus scored by a model fit on the others, on the classes it shares with "
              "them (argmax over those). Speaker batch = each test speaker's clips together; "

@@ -130,7 +130,9 @@ class LabelSetLogisticRegression(ClassifierMixin, BaseEstimator):
         n, d = X.shape
         res = minimize(_masked_loss, np.zeros(k * (d + 1)), args=(X, codes, label_sets, self.C),
                        jac=True, method="L-BFGS-B",
-                       options={"maxiter": self.max_iter, "gtol": 1e-5, "ftol": 1e-12})
+                       # scikit-learn's lbfgs stopping rule (its tol=1e-4)
+                       options={"maxiter": self.max_iter, "maxls": 50, "gtol": 1e-4,
+                                "ftol": 64 * np.finfo(float).eps})
         self.coef_ = res.x[:k * d].reshape(k, d)
         self.intercept_ = res.x[k * d:]
         self.n_iter_, self.restricted_ = int(res.nit), True
