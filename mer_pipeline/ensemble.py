@@ -156,7 +156,8 @@ class EmotionClassifier(ClassifierMixin, BaseEstimator):
         on the training data (:data:`INNER_FOLDS` folds: the lone-clip rule with
         the better single-clip accuracy; the batch rule with the best mean of
         balanced-batch and one-sided-batch accuracy, the batches of
-        :func:`~mer_pipeline.speaker.skewed_batches`), recorded in
+        :func:`~mer_pipeline.speaker.skewed_batches`; with label sets, each inner
+        clip judged among its own corpus's classes), recorded in
         ``adaptation_``; it costs about four times the fit of ``"batch"``. The
         fixed choices are :data:`ADAPTATION_RULES`; ``"batch"`` (population,
         own) is the behaviour before 0.4, with no second model.
@@ -422,6 +423,18 @@ class EmotionClassifier(ClassifierMixin, BaseEstimator):
                             for name, have in sets.items()}
         return mask
 
+    def _own_classes(self, X):
+        """Per clip of ``X``, the classes its corpus was trained on (``label_sets_``); None
+        where no corpus was restricted."""
+        sets = getattr(self, "label_sets_", None)
+        if not sets or not hasattr(X, "columns") or self.corpus_col not in X.columns:
+            return None
+        corpora = X[self.corpus_col].astype(str).to_numpy()
+        own = np.ones((len(X), len(self.classes_)), dtype=bool)
+        for name, classes in sets.items():
+            own[corpora == name] = np.isin(self.classes_.astype(str), classes)
+        return own
+
     def _fit_classifier(self, Z, codes, groups, label_sets):
         est = self._classifier(Z, codes, groups)
         if label_sets is None:
@@ -455,9 +468,15 @@ class EmotionClassifier(ClassifierMixin, BaseEstimator):
             values, g, _ = split_groups(Xh, self.group_col)
             values = _clip_absurd(values, model.normalizer_.bounds_)
             truth = np.searchsorted(self.classes_, y[held])
+            # each held-out clip judged among its own corpus's classes (all without label
+            # sets): that a corpus lacks an emotion is no evidence a model may be chosen by
+            own = model._own_classes(Xh)
+
+            def pick(p, rows=slice(None), own=own):
+                return p.argmax(1) if own is None else np.where(own[rows], p, -1.0).argmax(1)
             pop = model._population(values)
             for rule, est in (("population", model.estimator_), ("fallback", model.fallback_)):
-                hits[rule] += int((est.predict_proba(pop).argmax(1) == truth).sum())
+                hits[rule] += int((pick(est.predict_proba(pop)) == truth).sum())
             shown["single"] += len(truth)
             start = model.fallback_.predict_proba(pop)
             for name, batches in (("balanced", list(speaker_rows(g, self.min_speaker_clips))),
@@ -465,7 +484,7 @@ class EmotionClassifier(ClassifierMixin, BaseEstimator):
                 for rows in batches:
                     for rule in skew_hits:
                         proba = model._speaker_proba(values[rows], start[rows], rule)
-                        n = int((proba.argmax(1) == truth[rows]).sum())
+                        n = int((pick(proba, rows) == truth[rows]).sum())
                         if name == "balanced":
                             hits[rule] += n
                         else:

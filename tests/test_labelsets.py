@@ -123,3 +123,19 @@ def test_one_corpus_or_no_corpus_column_fits_as_before():
     # the non-linear models ignore it
     assert EmotionClassifier(model="rf", speaker_norm=False, rf_n_estimators=10).fit(
         table, table["emotion"]).label_sets_ == {}
+
+
+def test_auto_judges_its_inner_folds_among_each_corpus_own_classes():
+    table = confounded()
+    table = table[table["corpus"] != "gamma"].copy()
+    table["group"] = [f"{c}:{i % 6}" for c, i in zip(table["corpus"], range(len(table)))]
+    clf = EmotionClassifier(model="logreg").fit(table, table["emotion"])
+    own = clf._own_classes(table)
+    beta = (table["corpus"] == "beta").to_numpy()
+    assert own[beta].tolist() == [[True, False, True]] * int(beta.sum())  # angry, calm, sad
+    assert own[~beta].all()
+    assert EmotionClassifier(model="logreg", corpus_col=None).fit(
+        table, table["emotion"])._own_classes(table) is None
+    assert clf._own_classes(table.drop(columns=["corpus"])) is None
+    inner = clf.adaptation_["inner"]
+    assert isinstance(inner, dict) and set(inner["single_clip"]) == {"population", "fallback"}
