@@ -23,7 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import _schema
 from ._schema import feature_blocks
 from .exceptions import ParameterError
-from .labelsets import LabelSetLogisticRegression, corpus_label_sets
+from .labelsets import LabelSetLogisticRegression, corpus_label_sets, label_set_mask
 from .speaker import (ClassEffects, SpeakerNormalizer, SpeakerPrior, _clip_absurd, _safe_std,
                       check_features, enrolled_rows, record_features, reference_labels,
                       skewed_batches, speaker_rows, split_groups)
@@ -429,11 +429,7 @@ class EmotionClassifier(ClassifierMixin, BaseEstimator):
         sets = getattr(self, "label_sets_", None)
         if not sets or not hasattr(X, "columns") or self.corpus_col not in X.columns:
             return None
-        corpora = X[self.corpus_col].astype(str).to_numpy()
-        own = np.ones((len(X), len(self.classes_)), dtype=bool)
-        for name, classes in sets.items():
-            own[corpora == name] = np.isin(self.classes_.astype(str), classes)
-        return own
+        return label_set_mask(X[self.corpus_col].to_numpy(), sets, self.classes_.astype(str))
 
     def _fit_classifier(self, Z, codes, groups, label_sets):
         est = self._classifier(Z, codes, groups)

@@ -22,7 +22,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .exceptions import ParameterError
 
-__all__ = ["LabelSetLogisticRegression", "corpus_label_sets"]
+__all__ = ["LabelSetLogisticRegression", "corpus_label_sets", "label_set_mask"]
 
 
 def corpus_label_sets(corpora, codes, n_classes: int):
@@ -49,17 +49,40 @@ def corpus_label_sets(corpora, codes, n_classes: int):
     codes = np.asarray(codes)
     if corpora is None:
         return None, {}
-    names = pd.Series(corpora, dtype=object).fillna("").astype(str).to_numpy()
-    mask = np.ones((len(codes), n_classes), dtype=bool)
+    names = _names(corpora)
     sets = {}
     for name in pd.unique(names):
-        rows = names == name
-        have = np.unique(codes[rows])
-        if not name or len(have) < 2 or len(have) == n_classes:
-            continue
-        mask[rows] = np.isin(np.arange(n_classes), have)
-        sets[str(name)] = [int(c) for c in have]
-    return (mask if sets else None), sets
+        have = np.unique(codes[names == name])
+        if name and 2 <= len(have) < n_classes:
+            sets[str(name)] = [int(c) for c in have]
+    return (label_set_mask(names, sets, np.arange(n_classes)) if sets else None), sets
+
+
+def label_set_mask(corpora, sets: dict, classes) -> np.ndarray:
+    """Per clip, the classes of its corpus's label set (every class for a corpus not in
+    ``sets``).
+
+    Parameters
+    ----------
+    corpora : array-like of str
+        Corpus name per clip.
+    sets : dict of str to list
+        Classes of each restricted corpus, as elements of ``classes``.
+    classes : array-like
+
+    Returns
+    -------
+    np.ndarray of bool, shape (n_clips, n_classes)
+    """
+    names, classes = _names(corpora), np.asarray(classes)
+    mask = np.ones((len(names), len(classes)), dtype=bool)
+    for name, have in sets.items():
+        mask[names == name] = np.isin(classes, have)
+    return mask
+
+
+def _names(corpora) -> np.ndarray:
+    return pd.Series(corpora, dtype=object).fillna("").astype(str).to_numpy()
 
 
 def _masked_loss(theta, X, codes, allowed, C):
