@@ -145,7 +145,7 @@ class LabelSetLogisticRegression(ClassifierMixin, BaseEstimator):
                                      f"got {label_sets.shape}")
             if not label_sets[np.arange(len(y)), codes].all():
                 raise ParameterError("a clip's label set lacks its own label")
-        if label_sets is None or label_sets.all() or k < 3:
+        if label_sets is None or label_sets.all():
             self.model_ = LogisticRegression(C=self.C, max_iter=self.max_iter).fit(X, y)
             self.coef_, self.intercept_ = self.model_.coef_, self.model_.intercept_
             self.n_iter_, self.restricted_ = int(np.max(self.model_.n_iter_)), False
