@@ -16,7 +16,7 @@ from ._schema import META_COLUMNS, SEQUENCE_COLUMNS, feature_columns
 from .exceptions import FeatureTableError
 
 __all__ = ["align_features", "predict_table", "feature_set_of", "face_encoders_of",
-           "modalities_used", "is_feature_input"]
+           "modalities_used", "is_feature_input", "model_extractors"]
 
 
 def feature_set_of(columns) -> str:
@@ -31,6 +31,56 @@ def face_encoders_of(columns) -> list[str]:
     from .face.encoders import encoders_with_prefixes
 
     return encoders_with_prefixes(_schema.feature_sets(columns, "face"))
+
+
+def model_extractors(meta: dict, columns, vggface_weights=None, whisper_model=None) -> dict:
+    """The extractors that make a saved model's features, per modality it uses.
+
+    Rebuilt from the extraction settings the model's metadata records
+    (``provenance``, from the training table's ``features.json``), so media scored
+    with the model get the features it was trained on.
+
+    Parameters
+    ----------
+    meta : dict
+        The model's metadata (:func:`mer_pipeline.persistence.read_metadata`).
+    columns : list of str
+        The model's feature columns.
+    vggface_weights, whisper_model : str or path, optional
+        Local weights for the extractors that take them.
+
+    Returns
+    -------
+    dict of str to extraction task
+        By modality (``"audio"``, ``"face"``).
+
+    Warns
+    -----
+    UserWarning
+        The model records no extraction settings for a modality (trained on a table
+        without ``features.json``): that modality is extracted with the defaults of
+        the feature sets its column names spell.
+    """
+    from .features import make_extractor
+
+    recorded = ((meta.get("provenance") or {}).get("modalities")) or {}
+    out = {}
+    for modality in _schema.table_modalities(columns):
+        entry = recorded.get(modality) or {}
+        if entry.get("params") is not None:
+            out[modality] = make_extractor(modality, params=entry["params"],
+                                           extractor=entry.get("extractor"),
+                                           vggface_weights=vggface_weights,
+                                           whisper_model=whisper_model)
+            continue
+        warnings.warn(f"the model records no {modality} extraction settings (it was trained on "
+                      "a table without features.json): extracting with the defaults for its "
+                      "feature sets", stacklevel=3)
+        out[modality] = make_extractor(modality, audio_set=feature_set_of(columns) or None,
+                                       face_encoders=face_encoders_of(columns) or ("expression",),
+                                       vggface_weights=vggface_weights,
+                                       whisper_model=whisper_model)
+    return out
 
 
 def align_features(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

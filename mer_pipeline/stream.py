@@ -371,7 +371,7 @@ class _WindowModel:
     def __init__(self, model_path, *, trust=False, vggface_weights=None, whisper_model=None,
                  classes=None, speakers=None, speaker=None):
         from .persistence import load_model
-        from .workflows import _extractors
+        from .scoring import model_extractors
 
         self.model, self.meta = load_model(model_path, trust=trust)
         self.profiles, self.speaker = None, None if speaker is None else str(speaker)
@@ -384,7 +384,7 @@ class _WindowModel:
             self.profiles = load_profiles(speakers, provenance=self.meta.get("provenance"),
                                           speaker=self.speaker)
         self.columns = self.meta.get("feature_columns") or list(self.model.feature_names_in_)
-        tasks = _extractors(self.meta, self.columns, vggface_weights, whisper_model)
+        tasks = model_extractors(self.meta, self.columns, vggface_weights, whisper_model)
         if any(getattr(t, "name", "") == "face_tracks" for t in tasks.values()):
             warnings.warn("the model's face features come from landmark tracks, which a "
                           "stream does not have: windows are predicted from their other "

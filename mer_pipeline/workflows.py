@@ -221,31 +221,6 @@ def train_and_save(features, out: str | os.PathLike, *, model: str | None = None
     return estimator, read_metadata(path)
 
 
-def _extractors(meta: dict, columns, vggface_weights, whisper_model=None) -> dict:
-    """The model's extractors, rebuilt from its recorded settings (per modality it uses)."""
-    from .features import make_extractor
-    from .scoring import face_encoders_of, feature_set_of
-
-    recorded = ((meta.get("provenance") or {}).get("modalities")) or {}
-    out = {}
-    for modality in _schema.table_modalities(columns):
-        entry = recorded.get(modality) or {}
-        if entry.get("params") is not None:
-            out[modality] = make_extractor(modality, params=entry["params"],
-                                           extractor=entry.get("extractor"),
-                                           vggface_weights=vggface_weights,
-                                           whisper_model=whisper_model)
-            continue
-        warnings.warn(f"the model records no {modality} extraction settings (it was trained on "
-                      "a table without features.json): extracting with the defaults for its "
-                      "feature sets", stacklevel=3)
-        out[modality] = make_extractor(modality, audio_set=feature_set_of(columns) or None,
-                                       face_encoders=face_encoders_of(columns) or ("expression",),
-                                       vggface_weights=vggface_weights,
-                                       whisper_model=whisper_model)
-    return out
-
-
 def _unscorable(clips: pd.DataFrame, extractors) -> pd.DataFrame:
     """Failure rows for media clips that carry none of the modalities the model uses."""
     from .parallel import FAILURE_COLUMNS
@@ -306,7 +281,7 @@ def input_features(meta: dict, columns, inputs, *, cache_dir=None, n_jobs: int |
     from .exceptions import FeatureTableError
     from .features import check_provenance, extract_features, load_features
     from .parallel import FAILURE_COLUMNS, default_cache_dir
-    from .scoring import is_feature_input
+    from .scoring import is_feature_input, model_extractors
 
     inputs = [Path(p) for p in inputs]
     tables, failures = [], [pd.DataFrame(columns=FAILURE_COLUMNS)]
@@ -325,7 +300,7 @@ def input_features(meta: dict, columns, inputs, *, cache_dir=None, n_jobs: int |
     detections = None
     if media:
         scan = discover(media, require_labels=False)
-        extractors = _extractors(meta, columns, vggface_weights, whisper_model)
+        extractors = model_extractors(meta, columns, vggface_weights, whisper_model)
         clips = scan.clips
         if any(t.path_column == "face_track" for t in extractors.values()):
             if face_tracks is None:

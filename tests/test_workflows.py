@@ -115,3 +115,28 @@ def test_an_audio_folder_of_a_video_only_run_says_so(tmp_path, capsys):
     assert len(failures) == 4 and failures["error"].str.contains("no audio").all()
     assert main(["train", "--features", str(feats), "--out", str(tmp_path / "m.joblib")]) == 1
     assert "no clip yielded features (audio: 0 of 4 clips)" in capsys.readouterr().err
+
+
+def test_model_extractors_rebuild_recorded_settings_and_warn_without_them():
+    from mer_pipeline.exceptions import ParameterError
+    from mer_pipeline.features import make_extractor
+    from mer_pipeline.scoring import model_extractors
+
+    recorded = make_extractor("audio", audio_set="librosa")
+    columns = ["audio__librosa_mfcc_mean_00", "audio__librosa_rms_mean"]
+    meta = {"provenance": {"modalities": {"audio": {"extractor": recorded.name,
+                                                    "params": recorded.params()}}}}
+    tasks = model_extractors(meta, columns)
+    assert set(tasks) == {"audio"}
+    assert tasks["audio"].params() == recorded.params()
+
+    # a model trained on a table without features.json: the column names decide, with a warning
+    with pytest.warns(UserWarning, match="records no audio extraction settings"):
+        tasks = model_extractors({}, columns)
+    assert tasks["audio"].params()["feature_set"] == "librosa"
+    # a recorded setting this version cannot reproduce is refused, not silently replaced
+    bad = {"provenance": {"modalities": {"audio": {"extractor": recorded.name,
+                                                   "params": {**recorded.params(),
+                                                              "sample_rate": 12345}}}}}
+    with pytest.raises(ParameterError, match="cannot be reproduced.*12345 recorded"):
+        model_extractors(bad, columns)
